@@ -1,0 +1,627 @@
+//! [`GcConfig`]: the architecture of a generative classifier of the IB-INN family.
+//!
+//! It is what the hub's `config.json` holds. [`GcConfig::imagenet`] is the released
+//! ImageNet model (REFERENCE.md §5); any model of the same family (other input sizes,
+//! channels, classes, widths, depths) is a `GcConfig` too. [`GcConfig::validate`] rejects a
+//! configuration that cannot work, naming the field, before any tensor is allocated.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The architecture of a generative classifier (flow + Gaussian head).
+///
+/// Field names follow the reference where it has one (`ibinn_imagenet`'s
+/// `InvertibleImagenetClassifier`, `InvertibleResNet`, `InvertibleMulticlassClassifier`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// Input shape `[channels, height, width]` (the reference's `input_dims`).
+    pub input_shape: [usize; 3],
+    /// Number of classes.
+    pub n_classes: usize,
+    /// Latent dimensions that carry the class means `mu` (`n_loss_dims_1d`).
+    pub n_loss_dims: usize,
+    /// Rank of the class means of the remaining dimensions, `mu_conv = mu_t @ mu_m`
+    /// (`mu_low_rank_k`); 0 stores a full `mu_conv` `[n_classes, conv_dims]`.
+    pub mu_low_rank_k: usize,
+    /// Base width of the ResNet subnets; also the hidden width of the entry subnets.
+    pub base_width: usize,
+    /// Planes per stage; a bottleneck has width `planes · base_width / 64`.
+    pub planes: Vec<usize>,
+    /// Coupling blocks per stage.
+    pub blocks: Vec<usize>,
+    /// Stride per stage: 2 starts the stage with a downsampling coupling, 1 with a slow one.
+    pub strides: Vec<usize>,
+    /// Bound of the coupling log-scales (`clamp`).
+    pub clamp: f64,
+    /// Initial act-norm scale of every coupling (`act_norm`, softplus type).
+    pub act_norm: f64,
+    /// Hidden width of the 1x1 subnet after the Haar transform (the reference uses the
+    /// channel count there, `16 · input channels`).
+    pub entry_1x1_hidden: usize,
+    /// Haar `rebalance` (output factor `0.5 · rebalance`).
+    #[serde(default = "default_rebalance")]
+    pub haar_rebalance: f64,
+    /// DCT pooling `rebalance`.
+    #[serde(default = "default_rebalance")]
+    pub dct_rebalance: f64,
+    /// Seed of numpy's legacy generator for the permutation of the loss dimensions.
+    #[serde(default)]
+    pub permute_seed: u32,
+    /// BatchNorm momentum (PyTorch convention).
+    #[serde(default = "default_bn_momentum")]
+    pub bn_momentum: f64,
+    /// BatchNorm ε.
+    #[serde(default = "default_bn_eps")]
+    pub bn_eps: f64,
+}
+
+fn default_rebalance() -> f64 {
+    0.5
+}
+fn default_bn_momentum() -> f64 {
+    0.05
+}
+fn default_bn_eps() -> f64 {
+    1e-5
+}
+
+/// Why a [`GcConfig`] was rejected.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A field's value is outside what the architecture allows.
+    #[error("config field `{field}` = {value}: {requirement}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Its value, as written.
+        value: String,
+        /// What it must satisfy.
+        requirement: &'static str,
+    },
+    /// Two per-stage lists have different lengths.
+    #[error(
+        "config fields `planes`, `blocks` and `strides` must have one entry per stage; got {planes}, {blocks} and {strides} entries"
+    )]
+    StageCount {
+        /// Entries in `planes`.
+        planes: usize,
+        /// Entries in `blocks`.
+        blocks: usize,
+        /// Entries in `strides`.
+        strides: usize,
+    },
+    /// The input size does not survive the downsampling steps.
+    #[error(
+        "config field `input_shape`: height and width {height}x{width} must be equal and divisible by {factor} (2 for the entry coupling, 2 for Haar, 2 per stride-2 stage)"
+    )]
+    Indivisible {
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+        /// The total downsampling factor.
+        factor: usize,
+    },
+    /// More loss dimensions than the latent has.
+    #[error(
+        "config field `n_loss_dims` = {n_loss_dims} must be smaller than the latent size {total} (input channels x height x width), so that z_conv is not empty"
+    )]
+    LossDims {
+        /// The configured loss dimensions.
+        n_loss_dims: usize,
+        /// The latent size.
+        total: usize,
+    },
+    /// A size computed from the config overflows.
+    #[error("config is too large: {what} overflows")]
+    Overflow {
+        /// What was being computed.
+        what: &'static str,
+    },
+    /// The JSON could not be parsed into a config.
+    #[error("config JSON is invalid: {source}")]
+    Json {
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The kind of a node in the reference graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// `InputNode`, no module.
+    Input,
+    /// The entry downsampling coupling (entry subnets).
+    EntryDown,
+    /// Haar downsampling.
+    Haar,
+    /// The slow coupling with the 1x1 subnet after Haar.
+    Entry1x1,
+    /// A downsampling coupling with bottleneck subnets, first block of stage `stage`.
+    Down {
+        /// Stage index (0-based).
+        stage: usize,
+    },
+    /// A slow coupling with a bottleneck subnet, block `block` (0-based) of stage `stage`.
+    Slow {
+        /// Stage index (0-based).
+        stage: usize,
+        /// Block index within the stage (0-based).
+        block: usize,
+    },
+    /// `OutputNode` of `z_fc`, no parameters.
+    OutFc,
+    /// DCT pooling.
+    Dct,
+    /// `OutputNode` of `z_conv`, no parameters.
+    OutConv,
+    /// The random permutation of the loss dimensions.
+    PermuteRandom,
+    /// The split into loss and conv dimensions.
+    Split,
+}
+
+/// One node of the reference graph, at its `module_list` index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Index `N` in `module_list.N` (the order of the constructor's list, not execution).
+    pub index: usize,
+    /// The reference's node name (with its trailing spaces).
+    pub name: String,
+    /// What the node is.
+    pub kind: NodeKind,
+    /// Shape of the node's (first) input, without batch.
+    pub input_shape: Vec<usize>,
+    /// Shapes of its outputs, without batch.
+    pub output_shapes: Vec<Vec<usize>>,
+}
+
+impl GcConfig {
+    /// The released ImageNet architecture (`_trustworthy_gc`, REFERENCE.md §5).
+    pub fn imagenet() -> Self {
+        Self {
+            input_shape: [3, 224, 224],
+            n_classes: 1000,
+            n_loss_dims: 3072,
+            mu_low_rank_k: 128,
+            base_width: 64,
+            planes: vec![64, 128, 256, 512],
+            blocks: vec![3, 4, 6, 3],
+            strides: vec![1, 2, 2, 2],
+            clamp: 0.7,
+            act_norm: 0.7,
+            entry_1x1_hidden: 48,
+            haar_rebalance: 0.5,
+            dct_rebalance: 0.5,
+            permute_seed: 0,
+            bn_momentum: 0.05,
+            bn_eps: 1e-5,
+        }
+    }
+
+    /// Parses and validates a `config.json`.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let config: Self =
+            serde_json::from_str(text).map_err(|source| ConfigError::Json { source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The config as pretty JSON (the hub's `config.json`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a GcConfig always serializes")
+    }
+
+    /// Checks that the architecture can be built; names the offending field otherwise.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(
+            field: &'static str,
+            value: impl ToString,
+            requirement: &'static str,
+        ) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                value: value.to_string(),
+                requirement,
+            }
+        }
+        let [channels, height, width] = self.input_shape;
+        if channels < 2 {
+            return Err(invalid(
+                "input_shape",
+                format!("{:?}", self.input_shape),
+                "the entry coupling splits the input channels in two, so at least 2 channels are needed (give a 1-channel image a second channel, e.g. duplicated or noise)",
+            ));
+        }
+        if self.n_classes == 0 {
+            return Err(invalid(
+                "n_classes",
+                self.n_classes,
+                "at least one class is needed",
+            ));
+        }
+        if self.n_loss_dims == 0 {
+            return Err(invalid(
+                "n_loss_dims",
+                self.n_loss_dims,
+                "must be at least 1",
+            ));
+        }
+        if self.base_width == 0 {
+            return Err(invalid("base_width", self.base_width, "must be at least 1"));
+        }
+        if self.entry_1x1_hidden == 0 {
+            return Err(invalid(
+                "entry_1x1_hidden",
+                self.entry_1x1_hidden,
+                "must be at least 1",
+            ));
+        }
+        let stages = self.planes.len();
+        if stages == 0 || self.blocks.len() != stages || self.strides.len() != stages {
+            return Err(ConfigError::StageCount {
+                planes: self.planes.len(),
+                blocks: self.blocks.len(),
+                strides: self.strides.len(),
+            });
+        }
+        for (stage, &planes) in self.planes.iter().enumerate() {
+            if planes.checked_mul(self.base_width).is_none() {
+                return Err(ConfigError::Overflow {
+                    what: "bottleneck width",
+                });
+            }
+            if self.bottleneck_width(stage) == 0 {
+                return Err(invalid(
+                    "planes",
+                    format!("{:?}", self.planes),
+                    "each bottleneck width planes * base_width / 64 must be at least 1",
+                ));
+            }
+        }
+        if self.blocks.contains(&0) {
+            return Err(invalid(
+                "blocks",
+                format!("{:?}", self.blocks),
+                "every stage needs at least one block",
+            ));
+        }
+        if self.strides.iter().any(|&s| s != 1 && s != 2) {
+            return Err(invalid(
+                "strides",
+                format!("{:?}", self.strides),
+                "every stride must be 1 or 2",
+            ));
+        }
+        for (field, value) in [
+            ("clamp", self.clamp),
+            ("act_norm", self.act_norm),
+            ("haar_rebalance", self.haar_rebalance),
+            ("dct_rebalance", self.dct_rebalance),
+            ("bn_eps", self.bn_eps),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(invalid(
+                    field,
+                    value,
+                    "must be a finite number greater than 0",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.bn_momentum) {
+            return Err(invalid(
+                "bn_momentum",
+                self.bn_momentum,
+                "must be between 0 and 1",
+            ));
+        }
+        // act_norm is stored through softplus; its raw value must be finite.
+        if !crate::layers::coupling::act_norm_raw_for_scale(self.act_norm).is_finite() {
+            return Err(invalid(
+                "act_norm",
+                self.act_norm,
+                "is outside the range softplus can represent",
+            ));
+        }
+        let factor = self.downsampling_factor();
+        if height != width || height == 0 || height % factor != 0 {
+            return Err(ConfigError::Indivisible {
+                height,
+                width,
+                factor,
+            });
+        }
+        let total = self.checked_total_dims()?;
+        if self.n_loss_dims >= total {
+            return Err(ConfigError::LossDims {
+                n_loss_dims: self.n_loss_dims,
+                total,
+            });
+        }
+        self.checked_num_params()?;
+        Ok(())
+    }
+
+    /// The total spatial downsampling: entry coupling, Haar, and each stride-2 stage.
+    pub fn downsampling_factor(&self) -> usize {
+        let stride2 = self.strides.iter().filter(|&&s| s == 2).count() as u32;
+        1usize.checked_shl(2 + stride2).unwrap_or(0)
+    }
+
+    fn checked_total_dims(&self) -> Result<usize, ConfigError> {
+        let [c, h, w] = self.input_shape;
+        c.checked_mul(h)
+            .and_then(|v| v.checked_mul(w))
+            .ok_or(ConfigError::Overflow { what: "input size" })
+    }
+
+    /// `D`, the number of latent dimensions (= input values per sample).
+    pub fn total_dims(&self) -> usize {
+        let [c, h, w] = self.input_shape;
+        c * h * w
+    }
+
+    /// Dimensions of `z_conv`: `D − n_loss_dims`.
+    pub fn conv_dims(&self) -> usize {
+        self.total_dims() - self.n_loss_dims
+    }
+
+    /// The side `N` of the final feature map the DCT pools.
+    pub fn dct_size(&self) -> usize {
+        self.input_shape[1] / self.downsampling_factor()
+    }
+
+    /// Channels of the final feature map.
+    pub fn final_channels(&self) -> usize {
+        let n = self.dct_size();
+        self.total_dims() / (n * n)
+    }
+
+    /// Inner width of the bottlenecks of `stage`: `planes · base_width / 64`.
+    pub fn bottleneck_width(&self, stage: usize) -> usize {
+        self.planes[stage] * self.base_width / 64
+    }
+
+    /// Parameter count of the flow and head (trainable and fixed), with checked arithmetic.
+    fn checked_num_params(&self) -> Result<usize, ConfigError> {
+        let mut total: usize = 0;
+        let mut add = |n: Option<usize>| -> Result<(), ConfigError> {
+            total = n
+                .and_then(|n| total.checked_add(n))
+                .ok_or(ConfigError::Overflow {
+                    what: "parameter count",
+                })?;
+            Ok(())
+        };
+        let conv = |cin: usize, cout: usize, k: usize| cin.checked_mul(cout)?.checked_mul(k * k);
+        let mut channels = self.input_shape[0];
+        // entry down coupling
+        let (c1, c2) = (channels - channels / 2, channels / 2);
+        let hidden = self.base_width;
+        add(conv(c1, hidden, 3))?;
+        add(conv(hidden, hidden, 3))?;
+        add(conv(hidden, 8 * c2, 1))?;
+        add(conv(4 * c2, hidden, 3))?;
+        add(conv(hidden, 8 * c1, 1))?;
+        channels = channels
+            .checked_mul(16)
+            .ok_or(ConfigError::Overflow { what: "channels" })?;
+        add(conv(channels, self.entry_1x1_hidden, 1))?;
+        add(conv(self.entry_1x1_hidden, channels, 1))?;
+        for stage in 0..self.planes.len() {
+            let width = self.bottleneck_width(stage);
+            for block in 0..self.blocks[stage] {
+                if block == 0 && self.strides[stage] == 2 {
+                    let (c1, c2) = (channels - channels / 2, channels / 2);
+                    for (cin, cout) in [(c1, 8 * c2), (4 * c2, 8 * c1)] {
+                        add(conv(cin, width, 1))?;
+                        add(conv(width, width, 3))?;
+                        add(conv(width, 4 * width, 1))?;
+                        add(conv(4 * width, cout, 1))?;
+                    }
+                    channels = channels
+                        .checked_mul(4)
+                        .ok_or(ConfigError::Overflow { what: "channels" })?;
+                } else {
+                    let (c1, c2) = (channels - channels / 2, channels / 2);
+                    add(conv(c1, width, 1))?;
+                    add(conv(width, width, 3))?;
+                    add(conv(width, 4 * width, 1))?;
+                    add(conv(4 * width, 2 * c2, 1))?;
+                }
+            }
+        }
+        let conv_dims =
+            self.checked_total_dims()? - self.n_loss_dims.min(self.checked_total_dims()?);
+        add(self.n_classes.checked_mul(self.n_loss_dims))?;
+        if self.mu_low_rank_k > 0 {
+            add(self.n_classes.checked_mul(self.mu_low_rank_k))?;
+            add(self.mu_low_rank_k.checked_mul(conv_dims))?;
+        } else {
+            add(self.n_classes.checked_mul(conv_dims))?;
+        }
+        Ok(total)
+    }
+
+    /// The reference graph's nodes in `module_list` order (REFERENCE.md §1):
+    /// `[input] + backbone + [out_fc] + [DCT, out_conv, PERM] + [split]`.
+    ///
+    /// Call on a validated config.
+    pub fn nodes(&self) -> Vec<NodeSpec> {
+        let [c, h, _] = self.input_shape;
+        let mut nodes = Vec::new();
+        let mut push =
+            |name: String, kind: NodeKind, input: Vec<usize>, outputs: Vec<Vec<usize>>| {
+                let index = nodes.len();
+                nodes.push(NodeSpec {
+                    index,
+                    name,
+                    kind,
+                    input_shape: input,
+                    output_shapes: outputs,
+                });
+            };
+        push("input".into(), NodeKind::Input, vec![], vec![vec![c, h, h]]);
+        let mut shape = [c, h, h];
+        let down = |s: [usize; 3]| [4 * s[0], s[1] / 2, s[2] / 2];
+        let next = down(shape);
+        push(
+            "Strided entry_flow".into(),
+            NodeKind::EntryDown,
+            shape.to_vec(),
+            vec![next.to_vec()],
+        );
+        shape = next;
+        let next = down(shape);
+        push(
+            "downsampling entry_flow".into(),
+            NodeKind::Haar,
+            shape.to_vec(),
+            vec![next.to_vec()],
+        );
+        shape = next;
+        push(
+            "downsampling entry_flow 1x1".into(),
+            NodeKind::Entry1x1,
+            shape.to_vec(),
+            vec![shape.to_vec()],
+        );
+        for stage in 0..self.planes.len() {
+            for block in 0..self.blocks[stage] {
+                let stage_no = stage + 1;
+                if block == 0 && self.strides[stage] == 2 {
+                    let next = down(shape);
+                    push(
+                        "Strided entry_flow".into(),
+                        NodeKind::Down { stage },
+                        shape.to_vec(),
+                        vec![next.to_vec()],
+                    );
+                    shape = next;
+                } else {
+                    push(
+                        format!("middle_flow {stage_no}_{} ", block + 1),
+                        NodeKind::Slow { stage, block },
+                        shape.to_vec(),
+                        vec![shape.to_vec()],
+                    );
+                }
+            }
+        }
+        let total = self.total_dims();
+        let (loss, conv) = (self.n_loss_dims, total - self.n_loss_dims);
+        push("out_fc".into(), NodeKind::OutFc, vec![loss], vec![]);
+        push(
+            "DCT".into(),
+            NodeKind::Dct,
+            shape.to_vec(),
+            vec![vec![total]],
+        );
+        push("out_conv".into(), NodeKind::OutConv, vec![conv], vec![]);
+        push(
+            "PERM_FC_0 1".into(),
+            NodeKind::PermuteRandom,
+            vec![loss],
+            vec![vec![loss]],
+        );
+        push(
+            "exit_flow split".into(),
+            NodeKind::Split,
+            vec![total],
+            vec![vec![loss], vec![conv]],
+        );
+        nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imagenet_is_valid_and_has_the_reference_sizes() {
+        let config = GcConfig::imagenet();
+        config.validate().unwrap();
+        assert_eq!(config.total_dims(), 150_528);
+        assert_eq!(config.conv_dims(), 147_456);
+        assert_eq!(config.dct_size(), 7);
+        assert_eq!(config.final_channels(), 3072);
+        let nodes = config.nodes();
+        assert_eq!(nodes.len(), 25);
+        assert_eq!(nodes[17].name, "Strided entry_flow");
+        assert_eq!(nodes[17].output_shapes, vec![vec![3072, 7, 7]]);
+        assert_eq!(nodes[19].name, "middle_flow 4_3 ");
+        assert_eq!(nodes[21].kind, NodeKind::Dct);
+        assert_eq!(nodes[24].kind, NodeKind::Split);
+    }
+
+    fn field_of(err: ConfigError) -> String {
+        match err {
+            ConfigError::Invalid { field, .. } => field.to_string(),
+            ConfigError::StageCount { .. } => "planes/blocks/strides".into(),
+            ConfigError::Indivisible { .. } => "input_shape".into(),
+            ConfigError::LossDims { .. } => "n_loss_dims".into(),
+            other => format!("{other}"),
+        }
+    }
+
+    #[test]
+    fn impossible_configs_name_their_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut GcConfig)>)> = vec![
+            ("n_classes", Box::new(|c| c.n_classes = 0)),
+            ("input_shape", Box::new(|c| c.input_shape = [1, 224, 224])),
+            ("input_shape", Box::new(|c| c.input_shape = [3, 225, 225])),
+            ("input_shape", Box::new(|c| c.input_shape = [3, 224, 112])),
+            ("n_loss_dims", Box::new(|c| c.n_loss_dims = 150_528)),
+            ("n_loss_dims", Box::new(|c| c.n_loss_dims = 0)),
+            (
+                "planes/blocks/strides",
+                Box::new(|c| c.blocks.pop().map(|_| ()).unwrap_or(())),
+            ),
+            ("strides", Box::new(|c| c.strides[1] = 3)),
+            ("blocks", Box::new(|c| c.blocks[0] = 0)),
+            ("planes", Box::new(|c| c.planes[0] = 0)),
+            ("clamp", Box::new(|c| c.clamp = f64::NAN)),
+            ("act_norm", Box::new(|c| c.act_norm = -1.0)),
+            ("bn_momentum", Box::new(|c| c.bn_momentum = 2.0)),
+            ("base_width", Box::new(|c| c.base_width = 0)),
+        ];
+        for (field, mutate) in cases {
+            let mut config = GcConfig::imagenet();
+            mutate(&mut config);
+            let err = config.validate().expect_err(field);
+            assert_eq!(field_of(err), field);
+        }
+    }
+
+    #[test]
+    fn huge_sizes_are_errors_not_overflows() {
+        let mut config = GcConfig::imagenet();
+        config.input_shape = [usize::MAX / 2, 224, 224];
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Overflow { .. })
+        ));
+        let mut config = GcConfig::imagenet();
+        config.n_classes = usize::MAX / 3;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Overflow { .. })
+        ));
+    }
+
+    #[test]
+    fn json_round_trip_and_unknown_fields() {
+        let config = GcConfig::imagenet();
+        let back = GcConfig::from_json(&config.to_json()).unwrap();
+        assert_eq!(back, config);
+        let mut value: serde_json::Value = serde_json::from_str(&config.to_json()).unwrap();
+        value["surprise"] = serde_json::json!(1);
+        assert!(matches!(
+            GcConfig::from_json(&value.to_string()),
+            Err(ConfigError::Json { .. })
+        ));
+    }
+}

@@ -1,0 +1,138 @@
+//! Batch normalization with PyTorch's `nn.BatchNorm2d` semantics.
+//!
+//! burn's own `BatchNorm` picks its mode from the backend (autodiff or not) and updates
+//! the running variance with the biased batch variance. The reference model was trained
+//! with PyTorch, whose rules we keep exactly:
+//!
+//! - eval: `y = x·α + β` with `α = γ / sqrt(running_var + ε)`, `β = b − running_mean·α`;
+//! - train: the same with the batch mean and the *biased* batch variance over (N, H, W),
+//!   then `running_mean ← (1 − m)·running_mean + m·mean`,
+//!   `running_var ← (1 − m)·running_var + m·var·n/(n − 1)` (unbiased), and
+//!   `num_batches_tracked ← num_batches_tracked + 1`.
+//!
+//! The mode is explicit ([`Mode`]) so that a model can run in eval mode under autodiff
+//! (input gradients for explanations) and in train mode without it (BatchNorm averaging).
+
+use burn::config::Config;
+use burn::module::{Initializer, Module, Param, RunningState};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use super::Mode;
+use crate::ops::sum_rows;
+
+/// Configuration of a [`BatchNorm2d`].
+#[derive(Config, Debug)]
+pub struct BatchNorm2dConfig {
+    /// Number of channels.
+    pub num_features: usize,
+    /// Added to the variance before the square root (PyTorch's `eps`).
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+    /// Weight of the new batch statistics in the running averages (PyTorch's `momentum`).
+    #[config(default = 0.05)]
+    pub momentum: f64,
+}
+
+/// Batch normalization over `[batch, channels, height, width]` with PyTorch's rules.
+#[derive(Module, Debug)]
+pub struct BatchNorm2d<B: Backend> {
+    /// Scale γ, `[channels]` (PyTorch `weight`).
+    pub weight: Param<Tensor<B, 1>>,
+    /// Shift b, `[channels]` (PyTorch `bias`).
+    pub bias: Param<Tensor<B, 1>>,
+    /// Running mean, `[channels]`.
+    pub running_mean: RunningState<Tensor<B, 1>>,
+    /// Running (unbiased) variance, `[channels]`.
+    pub running_var: RunningState<Tensor<B, 1>>,
+    /// Number of train-mode batches seen, `[1]` (an integer count stored as float;
+    /// exact up to 2^24; PyTorch stores it as an int64 scalar).
+    pub num_batches_tracked: RunningState<Tensor<B, 1>>,
+    /// Momentum of the running averages.
+    pub momentum: f64,
+    /// ε added to the variance.
+    pub epsilon: f64,
+}
+
+impl BatchNorm2dConfig {
+    /// Builds the layer with γ = 1, b = 0, running mean 0 and running variance 1.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> BatchNorm2d<B> {
+        let n = self.num_features;
+        BatchNorm2d {
+            weight: Initializer::Ones.init([n], device),
+            bias: Initializer::Zeros.init([n], device),
+            running_mean: RunningState::new(Tensor::zeros([n], device)),
+            running_var: RunningState::new(Tensor::ones([n], device)),
+            num_batches_tracked: RunningState::new(Tensor::zeros([1], device)),
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+impl<B: Backend> BatchNorm2d<B> {
+    /// Normalizes `x` per channel.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels, height, width]`
+    /// - output: same as `x`
+    ///
+    /// # Returns
+    /// The normalized tensor. In [`Mode::Train`] the batch statistics are used and the
+    /// running statistics are updated as PyTorch does.
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        let (mean, var) = match mode {
+            Mode::Eval => (
+                self.running_mean.value_sync(),
+                self.running_var.value_sync(),
+            ),
+            Mode::Train => self.batch_statistics(&x),
+        };
+        let channels = x.dims()[1];
+        let inv_std = var.add_scalar(self.epsilon).sqrt().recip();
+        let alpha = inv_std.mul(self.weight.val());
+        let beta = self.bias.val().sub(mean.mul(alpha.clone()));
+        x.mul(alpha.reshape([1, channels, 1, 1]))
+            .add(beta.reshape([1, channels, 1, 1]))
+    }
+
+    /// Batch mean and biased variance over (N, H, W); updates the running statistics.
+    fn batch_statistics(&self, x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let [batch, channels, height, width] = x.dims();
+        let count = batch * height * width;
+        let flat = x.clone().swap_dims(0, 1).reshape([channels, count]);
+        let mean = sum_rows(flat.clone()).div_scalar(count as f64);
+        let var = sum_rows(flat.sub(mean.clone()).square()).div_scalar(count as f64);
+        let mean = mean.reshape([channels]);
+        let var = var.reshape([channels]);
+
+        // PyTorch refuses a single value per channel in train mode; we keep the biased
+        // variance there instead of dividing by zero.
+        let unbias = if count > 1 {
+            count as f64 / (count - 1) as f64
+        } else {
+            1.0
+        };
+        let m = self.momentum;
+        let running_mean = self
+            .running_mean
+            .value_sync()
+            .mul_scalar(1.0 - m)
+            .add(mean.clone().detach().mul_scalar(m));
+        let running_var = self
+            .running_var
+            .value_sync()
+            .mul_scalar(1.0 - m)
+            .add(var.clone().detach().mul_scalar(unbias * m));
+        let tracked = self.num_batches_tracked.value_sync().add_scalar(1.0);
+        self.running_mean.update(running_mean.detach());
+        self.running_var.update(running_var.detach());
+        self.num_batches_tracked.update(tracked.detach());
+        // Fold the update into the stored value now, so that visitors and exporters
+        // (which read the stored value) see it.
+        let _ = self.running_mean.value_sync();
+        let _ = self.running_var.value_sync();
+        let _ = self.num_batches_tracked.value_sync();
+        (mean, var)
+    }
+}

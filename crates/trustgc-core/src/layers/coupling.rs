@@ -1,0 +1,422 @@
+//! The two affine coupling blocks of the IB-INN ("all-in-one" blocks).
+//!
+//! # Notation
+//! For an input `x` with `C` channels: `c1 = C − C/2`, `c2 = C/2`, `x1 = x[:, :c1]`,
+//! `x2 = x[:, c1:]`. A subnet `s` maps the conditioning half to `a = [a_s, a_t]`.
+//! `log_scale = clamp · tanh(κ · a_s)` bounds the log-scale to `(−clamp, clamp)`.
+//!
+//! **Slow coupling** (`AIO_SlowCouplingBlock`, κ = 0.1):
+//! `y2 = x2 · exp(log_scale) + 0.1 · a_t` with `a = s(x1)`; `u = [x1, y2]`.
+//!
+//! **Downsampling coupling** (`AIO_DownsampleCouplingBlock`, κ = 0.2, unscaled shift):
+//! `down` is a per-channel 2x2 pixel-unshuffle (output channel `4c + 2r + s` takes pixel
+//! `(2i + r, 2j + s)` of channel `c`). `y2 = down(x2) · exp(ls1) + a1_t` with
+//! `a1 = s_hi(x1)` (stride 2); then `y1 = down(x1) · exp(ls2) + a2_t` with
+//! `a2 = s_lo(y2)`; `u = [y1, y2]` has `4C` channels at half the resolution.
+//!
+//! Both blocks end with the same output stage (the reference's `permute`):
+//! `v = u · scale + offset`, `scale = 0.1 · softplus_{β=0.5}(act_norm)` per channel, and a
+//! fixed channel permutation `y[:, i] = v[:, permutation[i]]` (the reference applies it as a
+//! 1x1 convolution with a permutation matrix `w`; a gather gives the same numbers).
+//!
+//! `log_det = Σ log_scale (over channels and pixels) + H'·W'·Σ_c log(scale_c + 1e-12)`
+//! per sample, `H'·W'` the output resolution. The inverse returns `−log_det` computed from
+//! its own intermediate values, as the reference does.
+
+use burn::module::{Module, Param, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::Mode;
+use super::subnet::Subnet;
+use crate::ops::sum_per_sample;
+
+/// Added to the act-norm scale inside the log, as the reference does.
+const LOG_EPS: f64 = 1e-12;
+
+/// `0.1 · softplus_{β=0.5}(raw)` with PyTorch's threshold (linear above `β·raw > 20`).
+pub fn act_norm_scale<B: Backend>(raw: Tensor<B, 1>) -> Tensor<B, 1> {
+    let beta_x = raw.clone().mul_scalar(0.5);
+    let above = beta_x.clone().greater_elem(20.0);
+    // Clamp before exp so that the masked-out branch stays finite (and its gradient zero).
+    let soft = beta_x.clamp_max(20.0).exp().log1p().mul_scalar(2.0);
+    soft.mask_where(above, raw).mul_scalar(0.1)
+}
+
+/// The inverse of [`act_norm_scale`] for scales below the threshold: the raw parameter
+/// that gives `scale` (used to initialize `act_norm` from the configured value).
+pub fn act_norm_raw_for_scale(scale: f64) -> f64 {
+    // scale = 0.1 · 2 · ln(1 + e^(raw/2))  ⇒  raw = 2 · ln(e^(5·scale) − 1)
+    2.0 * ((5.0 * scale).exp() - 1.0).ln()
+}
+
+/// A fixed permutation as an integer parameter (saved with the model, never trained).
+pub(crate) fn index_param<B: Backend>(
+    indices: &[usize],
+    device: &B::Device,
+) -> Param<Tensor<B, 1, Int>> {
+    let data: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    let tensor = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(data, [indices.len()]).convert::<B::IntElem>(),
+        device,
+    );
+    Param::initialized(ParamId::new(), tensor)
+}
+
+/// The act-norm + permutation stage shared by both coupling kinds.
+fn output_forward<B: Backend>(
+    u: Tensor<B, 4>,
+    act_norm: &Param<Tensor<B, 1>>,
+    act_offset: &Param<Tensor<B, 1>>,
+    permutation: &Param<Tensor<B, 1, Int>>,
+) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    let [_, channels, height, width] = u.dims();
+    let scale = act_norm_scale(act_norm.val());
+    let log_det = scale
+        .clone()
+        .add_scalar(LOG_EPS)
+        .log()
+        .sum()
+        .mul_scalar((height * width) as f64);
+    let v = u
+        .mul(scale.reshape([1, channels, 1, 1]))
+        .add(act_offset.val().reshape([1, channels, 1, 1]));
+    (v.select(1, permutation.val()), log_det)
+}
+
+/// Inverse of [`output_forward`]; the log-det is the negated act-norm term.
+fn output_inverse<B: Backend>(
+    y: Tensor<B, 4>,
+    act_norm: &Param<Tensor<B, 1>>,
+    act_offset: &Param<Tensor<B, 1>>,
+    inverse_permutation: &Param<Tensor<B, 1, Int>>,
+) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    let [_, channels, height, width] = y.dims();
+    let scale = act_norm_scale(act_norm.val());
+    let log_det = scale
+        .clone()
+        .add_scalar(LOG_EPS)
+        .log()
+        .sum()
+        .mul_scalar(-((height * width) as f64));
+    let v = y.select(1, inverse_permutation.val());
+    let u = v
+        .sub(act_offset.val().reshape([1, channels, 1, 1]))
+        .div(scale.reshape([1, channels, 1, 1]));
+    (u, log_det)
+}
+
+/// `clamp · tanh(κ · a_s)`.
+fn soft_clamp<B: Backend>(a_s: Tensor<B, 4>, kappa: f64, clamp: f64) -> Tensor<B, 4> {
+    a_s.mul_scalar(kappa).tanh().mul_scalar(clamp)
+}
+
+/// Per-channel 2x2 pixel-unshuffle: `[B, C, H, W] → [B, 4C, H/2, W/2]`, output channel
+/// `4c + 2r + s` holding pixel `(2i + r, 2j + s)` of channel `c` (the reference's one-hot
+/// `reshape_kernels` applied as a stride-2 grouped convolution).
+pub fn pixel_unshuffle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [batch, channels, height, width] = x.dims();
+    x.reshape([batch, channels, height / 2, 2, width / 2, 2])
+        .permute([0, 1, 3, 5, 2, 4])
+        .reshape([batch, 4 * channels, height / 2, width / 2])
+}
+
+/// Inverse of [`pixel_unshuffle`]: `[B, 4C, H, W] → [B, C, 2H, 2W]`.
+pub fn pixel_shuffle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [batch, channels4, height, width] = x.dims();
+    let channels = channels4 / 4;
+    x.reshape([batch, channels, 2, 2, height, width])
+        .permute([0, 1, 4, 2, 5, 3])
+        .reshape([batch, channels, 2 * height, 2 * width])
+}
+
+/// The one-hot 2x2 kernels `[4c, 1, 2, 2]` the reference stores as `reshape_kernels.K`.
+pub fn unshuffle_kernels(channels: usize) -> Vec<f32> {
+    let mut data = vec![0.0f32; channels * 16];
+    for c in 0..channels {
+        for k in 0..4 {
+            // kernel (4c + k) has its single 1 at row k / 2, column k % 2
+            data[(4 * c + k) * 4 + k] = 1.0;
+        }
+    }
+    data
+}
+
+fn fixed_param<B: Backend, const D: usize>(
+    data: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    let tensor = Tensor::<B, D>::from_data(TensorData::new(data, shape), device);
+    Param::initialized(ParamId::new(), tensor).set_require_grad(false)
+}
+
+/// Parameters of the act-norm + permutation output stage, for building a block.
+#[derive(Clone, Debug)]
+pub struct OutputStageInit {
+    /// The act-norm scale every channel starts with (the reference's `act_norm`, 0.7).
+    pub act_norm: f64,
+    /// The fixed channel permutation: `y[:, i] = v[:, permutation[i]]`.
+    pub permutation: Vec<usize>,
+}
+
+/// The slow (single-stream) affine coupling block.
+#[derive(Module, Debug)]
+pub struct SlowCoupling<B: Backend, Net: Module<B>> {
+    /// The subnet `s: x1 → [a_s, a_t]` (`c1 → 2·c2` channels).
+    pub subnet: Net,
+    /// Raw act-norm parameter per output channel (`scale = 0.1·softplus_{0.5}(raw)`).
+    pub act_norm: Param<Tensor<B, 1>>,
+    /// Act-norm offset per output channel.
+    pub act_offset: Param<Tensor<B, 1>>,
+    /// Output channel permutation (the reference's `w` as indices).
+    pub permutation: Param<Tensor<B, 1, Int>>,
+    /// Its inverse (the reference's `w_inv`).
+    pub inverse_permutation: Param<Tensor<B, 1, Int>>,
+    /// Bound of the log-scales.
+    pub clamp: f64,
+    /// `c1`, the channels of the conditioning half.
+    pub split: usize,
+}
+
+fn output_params<B: Backend>(
+    channels: usize,
+    init: &OutputStageInit,
+    device: &B::Device,
+) -> (
+    Param<Tensor<B, 1>>,
+    Param<Tensor<B, 1>>,
+    Param<Tensor<B, 1, Int>>,
+    Param<Tensor<B, 1, Int>>,
+) {
+    use burn::module::Initializer;
+    let raw = act_norm_raw_for_scale(init.act_norm);
+    let inverse = crate::rng::invert_permutation(&init.permutation);
+    (
+        Initializer::Constant { value: raw }.init([channels], device),
+        Initializer::Zeros.init([channels], device),
+        index_param(&init.permutation, device),
+        index_param(&inverse, device),
+    )
+}
+
+impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
+    /// Wraps `subnet` (`c1 → 2·c2` channels) into a coupling over `channels` channels.
+    pub fn new(
+        channels: usize,
+        subnet: Net,
+        clamp: f64,
+        init: &OutputStageInit,
+        device: &B::Device,
+    ) -> Self {
+        let (act_norm, act_offset, permutation, inverse_permutation) =
+            output_params(channels, init, device);
+        Self {
+            subnet,
+            act_norm,
+            act_offset,
+            permutation,
+            inverse_permutation,
+            clamp,
+            split: channels - channels / 2,
+        }
+    }
+
+    /// Applies the block.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, C, H, W]`
+    /// - output: `[batch, C, H, W]`, log-det `[batch]`
+    ///
+    /// # Returns
+    /// `(y, log_det)`.
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        self.forward_with_subnet_output(x, mode).0
+    }
+
+    /// [`forward`](Self::forward) that also returns the raw subnet output `a`.
+    pub fn forward_with_subnet_output(
+        &self,
+        x: Tensor<B, 4>,
+        mode: Mode,
+    ) -> ((Tensor<B, 4>, Tensor<B, 1>), Tensor<B, 4>) {
+        let channels = x.dims()[1];
+        let (c1, c2) = (self.split, channels - self.split);
+        let x1 = x.clone().narrow(1, 0, c1);
+        let x2 = x.narrow(1, c1, c2);
+        let a = self.subnet.forward(x1.clone(), mode);
+        let log_scale = soft_clamp(a.clone().narrow(1, 0, c2), 0.1, self.clamp);
+        let shift = a.clone().narrow(1, c2, c2).mul_scalar(0.1);
+        let y2 = x2.mul(log_scale.clone().exp()).add(shift);
+        let u = Tensor::cat(vec![x1, y2], 1);
+        let (y, output_log_det) =
+            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
+        ((y, sum_per_sample(log_scale).add(output_log_det)), a)
+    }
+
+    /// Inverts the block.
+    ///
+    /// # Shapes
+    /// - `y`: `[batch, C, H, W]`
+    /// - output: `[batch, C, H, W]`, log-det `[batch]`
+    ///
+    /// # Returns
+    /// `(x, log_det_inv)` with `log_det_inv = −log_det`.
+    pub fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        let channels = y.dims()[1];
+        let (c1, c2) = (self.split, channels - self.split);
+        let (u, output_log_det) = output_inverse(
+            y,
+            &self.act_norm,
+            &self.act_offset,
+            &self.inverse_permutation,
+        );
+        let x1 = u.clone().narrow(1, 0, c1);
+        let y2 = u.narrow(1, c1, c2);
+        let a = self.subnet.forward(x1.clone(), mode);
+        let log_scale = soft_clamp(a.clone().narrow(1, 0, c2), 0.1, self.clamp);
+        let shift = a.narrow(1, c2, c2).mul_scalar(0.1);
+        let x2 = y2.sub(shift).mul(log_scale.clone().neg().exp());
+        let x = Tensor::cat(vec![x1, x2], 1);
+        (x, sum_per_sample(log_scale).neg().add(output_log_det))
+    }
+}
+
+/// The downsampling affine coupling block: `[B, C, H, W] → [B, 4C, H/2, W/2]`.
+#[derive(Module, Debug)]
+pub struct DownCoupling<B: Backend, NetHi: Module<B>, NetLo: Module<B>> {
+    /// `s_hi: x1 → [a_s, a_t]`, `c1 → 8·c2` channels, stride 2.
+    pub subnet_strided: NetHi,
+    /// `s_lo: y2 → [a_s, a_t]`, `4·c2 → 8·c1` channels, stride 1.
+    pub subnet_low_res: NetLo,
+    /// Raw act-norm parameter per output channel (`4C` of them).
+    pub act_norm: Param<Tensor<B, 1>>,
+    /// Act-norm offset per output channel.
+    pub act_offset: Param<Tensor<B, 1>>,
+    /// Output channel permutation (the reference's `w` as indices).
+    pub permutation: Param<Tensor<B, 1, Int>>,
+    /// Its inverse (the reference's `w_inv`).
+    pub inverse_permutation: Param<Tensor<B, 1, Int>>,
+    /// The reference's one-hot unshuffle kernels for the `x1` stream, `[4·c1, 1, 2, 2]`
+    /// (fixed; the computation uses the equivalent reshape).
+    pub unshuffle_kernels_1: Param<Tensor<B, 4>>,
+    /// The same for the `x2` stream, `[4·c2, 1, 2, 2]`.
+    pub unshuffle_kernels_2: Param<Tensor<B, 4>>,
+    /// Bound of the log-scales.
+    pub clamp: f64,
+    /// `c1`, the channels of the first half of the input.
+    pub split: usize,
+}
+
+impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetLo> {
+    /// Builds a downsampling coupling over `channels` input channels.
+    pub fn new(
+        channels: usize,
+        subnet_strided: NetHi,
+        subnet_low_res: NetLo,
+        clamp: f64,
+        init: &OutputStageInit,
+        device: &B::Device,
+    ) -> Self {
+        let (c1, c2) = (channels - channels / 2, channels / 2);
+        let (act_norm, act_offset, permutation, inverse_permutation) =
+            output_params(4 * channels, init, device);
+        Self {
+            subnet_strided,
+            subnet_low_res,
+            act_norm,
+            act_offset,
+            permutation,
+            inverse_permutation,
+            unshuffle_kernels_1: fixed_param(unshuffle_kernels(c1), [4 * c1, 1, 2, 2], device),
+            unshuffle_kernels_2: fixed_param(unshuffle_kernels(c2), [4 * c2, 1, 2, 2], device),
+            clamp,
+            split: c1,
+        }
+    }
+
+    /// Applies the block.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, C, H, W]` with even `H` and `W`
+    /// - output: `[batch, 4C, H/2, W/2]`, log-det `[batch]`
+    ///
+    /// # Returns
+    /// `(y, log_det)`.
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        self.forward_with_subnet_outputs(x, mode).0
+    }
+
+    /// [`forward`](Self::forward) that also returns the raw subnet outputs `(a1, a2)`.
+    pub fn forward_with_subnet_outputs(
+        &self,
+        x: Tensor<B, 4>,
+        mode: Mode,
+    ) -> ((Tensor<B, 4>, Tensor<B, 1>), (Tensor<B, 4>, Tensor<B, 4>)) {
+        let channels = x.dims()[1];
+        let (c1, c2) = (self.split, channels - self.split);
+        let x1 = x.clone().narrow(1, 0, c1);
+        let x2 = x.narrow(1, c1, c2);
+
+        let a1 = self.subnet_strided.forward(x1.clone(), mode);
+        let log_scale1 = soft_clamp(a1.clone().narrow(1, 0, 4 * c2), 0.2, self.clamp);
+        let y2 = pixel_unshuffle(x2)
+            .mul(log_scale1.clone().exp())
+            .add(a1.clone().narrow(1, 4 * c2, 4 * c2));
+
+        let a2 = self.subnet_low_res.forward(y2.clone(), mode);
+        let log_scale2 = soft_clamp(a2.clone().narrow(1, 0, 4 * c1), 0.2, self.clamp);
+        let y1 = pixel_unshuffle(x1)
+            .mul(log_scale2.clone().exp())
+            .add(a2.clone().narrow(1, 4 * c1, 4 * c1));
+
+        let u = Tensor::cat(vec![y1, y2], 1);
+        let (y, output_log_det) =
+            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
+        let log_det = sum_per_sample(log_scale2)
+            .add(sum_per_sample(log_scale1))
+            .add(output_log_det);
+        ((y, log_det), (a1, a2))
+    }
+
+    /// Inverts the block.
+    ///
+    /// # Shapes
+    /// - `y`: `[batch, 4C, H/2, W/2]`
+    /// - output: `[batch, C, H, W]`, log-det `[batch]`
+    ///
+    /// # Returns
+    /// `(x, log_det_inv)` with `log_det_inv = −log_det`.
+    pub fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        let channels = y.dims()[1] / 4;
+        let (c1, c2) = (self.split, channels - self.split);
+        let (u, output_log_det) = output_inverse(
+            y,
+            &self.act_norm,
+            &self.act_offset,
+            &self.inverse_permutation,
+        );
+        let y1 = u.clone().narrow(1, 0, 4 * c1);
+        let y2 = u.narrow(1, 4 * c1, 4 * c2);
+
+        let a2 = self.subnet_low_res.forward(y2.clone(), mode);
+        let log_scale2 = soft_clamp(a2.clone().narrow(1, 0, 4 * c1), 0.2, self.clamp);
+        let x1 = pixel_shuffle(
+            y1.sub(a2.narrow(1, 4 * c1, 4 * c1))
+                .mul(log_scale2.clone().neg().exp()),
+        );
+
+        let a1 = self.subnet_strided.forward(x1.clone(), mode);
+        let log_scale1 = soft_clamp(a1.clone().narrow(1, 0, 4 * c2), 0.2, self.clamp);
+        let x2 = pixel_shuffle(
+            y2.sub(a1.narrow(1, 4 * c2, 4 * c2))
+                .mul(log_scale1.clone().neg().exp()),
+        );
+
+        let log_det = sum_per_sample(log_scale2)
+            .add(sum_per_sample(log_scale1))
+            .neg()
+            .add(output_log_det);
+        (Tensor::cat(vec![x1, x2], 1), log_det)
+    }
+}

@@ -1,0 +1,154 @@
+//! [`GenerativeClassifier`]: the flow and its Gaussian head.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+
+use crate::config::{ConfigError, GcConfig};
+use crate::flow::{Flow, FlowOutput};
+use crate::head::{ClassNorms, GaussianHead, HeadInit, Losses, losses};
+use crate::layers::Mode;
+
+/// A generative classifier: an invertible network `x ↦ z` and class-conditional
+/// Gaussians `N(μ_y, I)` on `z`.
+#[derive(Module, Debug)]
+pub struct GenerativeClassifier<B: Backend> {
+    /// The invertible network.
+    pub flow: Flow<B>,
+    /// The class means.
+    pub head: GaussianHead<B>,
+    /// `D`, the latent dimension.
+    pub total_dims: usize,
+}
+
+/// Everything a forward pass gives for a batch.
+#[derive(Debug, Clone)]
+pub struct GcOutput<B: Backend> {
+    /// `[batch, L]`.
+    pub z_fc: Tensor<B, 2>,
+    /// `[batch, D − L]`.
+    pub z_conv: Tensor<B, 2>,
+    /// `log |det ∂z/∂x|`, `[batch]` (reference convention, see the DCT quirk).
+    pub log_det: Tensor<B, 1>,
+    /// Squared distances to the class means, `[batch, classes]`.
+    pub distances: Tensor<B, 2>,
+    /// `D`.
+    pub total_dims: usize,
+}
+
+impl<B: Backend> GcOutput<B> {
+    /// The reference's `logits_tr`: `−½ d`, `[batch, classes]`.
+    pub fn logits(&self) -> Tensor<B, 2> {
+        self.distances.clone().mul_scalar(-0.5)
+    }
+
+    /// `log p(y | x)` with a uniform prior, or with `log_prior` `[classes]` added to the
+    /// logits first. `[batch, classes]`.
+    pub fn log_posterior(&self, log_prior: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
+        let logits = self.logits();
+        let logits = match log_prior {
+            Some(prior) => logits.add(prior.unsqueeze_dim(0)),
+            None => logits,
+        };
+        log_softmax(logits, 1)
+    }
+
+    /// `log p(x | y) = −½ d_y + log|det J| − (D/2) ln 2π` in nats, in the network's input
+    /// space, `[batch, classes]`.
+    pub fn class_log_likelihoods(&self) -> Tensor<B, 2> {
+        let constant = 0.5 * self.total_dims as f64 * (2.0 * std::f64::consts::PI).ln();
+        self.logits()
+            .add(self.log_det.clone().unsqueeze_dim(1))
+            .sub_scalar(constant)
+    }
+
+    /// The reference's per-sample losses for `targets` `[batch, classes]` (one-hot or
+    /// smoothed).
+    pub fn losses(&self, targets: Tensor<B, 2>) -> Losses<B> {
+        losses(
+            self.distances.clone(),
+            self.log_det.clone(),
+            targets,
+            self.total_dims,
+        )
+    }
+}
+
+impl<B: Backend> GenerativeClassifier<B> {
+    /// Builds a freshly initialized model of `config` (reference initialization).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the field when the config cannot work; nothing is allocated
+    /// then.
+    pub fn new(config: &GcConfig, device: &B::Device) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            flow: Flow::new(config, device),
+            head: GaussianHead::new(config, HeadInit::default(), device),
+            total_dims: config.total_dims(),
+        })
+    }
+
+    /// Runs the model.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, C, H, W]`, normalized as the model expects
+    ///
+    /// # Returns
+    /// Latents, log-dets and class distances; see [`GcOutput`] for what follows from them.
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> GcOutput<B> {
+        let FlowOutput {
+            z_fc,
+            z_conv,
+            log_det,
+        } = self.flow.forward(x, mode);
+        let distances = self.head.distances(z_fc.clone(), z_conv.clone());
+        self.output(z_fc, z_conv, log_det, distances)
+    }
+
+    /// [`forward`](Self::forward) in eval mode with precomputed class norms (inference:
+    /// skips the `k x k x conv_dims` Gram product of a low-rank head).
+    pub fn forward_with_norms(&self, x: Tensor<B, 4>, norms: &ClassNorms<B>) -> GcOutput<B> {
+        let FlowOutput {
+            z_fc,
+            z_conv,
+            log_det,
+        } = self.flow.forward(x, Mode::Eval);
+        let distances = self
+            .head
+            .distances_with_norms(z_fc.clone(), z_conv.clone(), norms);
+        self.output(z_fc, z_conv, log_det, distances)
+    }
+
+    fn output(
+        &self,
+        z_fc: Tensor<B, 2>,
+        z_conv: Tensor<B, 2>,
+        log_det: Tensor<B, 1>,
+        distances: Tensor<B, 2>,
+    ) -> GcOutput<B> {
+        GcOutput {
+            z_fc,
+            z_conv,
+            log_det,
+            distances,
+            total_dims: self.total_dims,
+        }
+    }
+
+    /// Maps latents back to inputs (eval mode).
+    ///
+    /// # Shapes
+    /// - `z_fc`: `[batch, L]`, `z_conv`: `[batch, D − L]`
+    ///
+    /// # Returns
+    /// `(x [batch, C, H, W], log_det_inv [batch])`.
+    pub fn inverse(
+        &self,
+        z_fc: Tensor<B, 2>,
+        z_conv: Tensor<B, 2>,
+    ) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        self.flow.inverse(z_fc, z_conv, Mode::Eval)
+    }
+}
