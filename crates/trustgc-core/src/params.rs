@@ -213,7 +213,11 @@ struct CastMapper {
 impl<B: Backend> ModuleMapper<B> for CastMapper {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let dtype = self.dtype;
-        param.map(|tensor| tensor.cast(dtype))
+        // Cast, then make the result a leaf again so that gradients land on it.
+        param.map(|tensor| {
+            let require_grad = tensor.is_require_grad();
+            tensor.cast(dtype).detach().set_require_grad(require_grad)
+        })
     }
 }
 

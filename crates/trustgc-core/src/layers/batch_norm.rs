@@ -81,19 +81,36 @@ impl<B: Backend> BatchNorm2d<B> {
     /// The normalized tensor. In [`Mode::Train`] the batch statistics are used and the
     /// running statistics are updated as PyTorch does.
     pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let (mean, var) = match mode {
-            Mode::Eval => (
-                self.running_mean.value_sync(),
-                self.running_var.value_sync(),
-            ),
-            Mode::Train => self.batch_statistics(&x),
-        };
         let channels = x.dims()[1];
-        let inv_std = var.add_scalar(self.epsilon).sqrt().recip();
-        let alpha = inv_std.mul(self.weight.val());
-        let beta = self.bias.val().sub(mean.mul(alpha.clone()));
-        x.mul(alpha.reshape([1, channels, 1, 1]))
-            .add(beta.reshape([1, channels, 1, 1]))
+        let shape = [1, channels, 1, 1];
+        match mode {
+            Mode::Eval => {
+                // PyTorch's eval arithmetic: y = x·α + β, α = γ/sqrt(var + ε), β = b − mean·α.
+                let mean = self.running_mean.value_sync();
+                let var = self.running_var.value_sync();
+                let alpha = var
+                    .add_scalar(self.epsilon)
+                    .sqrt()
+                    .recip()
+                    .mul(self.weight.val());
+                let beta = self.bias.val().sub(mean.mul(alpha.clone()));
+                x.mul(alpha.reshape(shape)).add(beta.reshape(shape))
+            }
+            Mode::Train => {
+                // Centered form y = (x − mean)·α + b, so that autodiff forms
+                // ∂L/∂α = Σ dy·(x − mean) as PyTorch's backward does, rather than
+                // Σ dy·x − mean·Σ dy, which cancels in float32 when |mean| ≫ std.
+                let (mean, var) = self.batch_statistics(&x);
+                let alpha = var
+                    .add_scalar(self.epsilon)
+                    .sqrt()
+                    .recip()
+                    .mul(self.weight.val());
+                x.sub(mean.reshape(shape))
+                    .mul(alpha.reshape(shape))
+                    .add(self.bias.val().reshape(shape))
+            }
+        }
     }
 
     /// Batch mean and biased variance over (N, H, W); updates the running statistics.
