@@ -134,7 +134,9 @@ impl<B: Backend> ModuleMapper<B> for ReplaceMapper<'_, B> {
         match self.values.remove(&self.stack.path()) {
             Some(data) => {
                 let id = param.id;
-                let tensor = Tensor::<B, D>::from_data(data, &self.device);
+                // Keep the data's precision (float32 checkpoints give float32 parameters).
+                let dtype = data.dtype;
+                let tensor = Tensor::<B, D>::from_data(data, (&self.device, dtype));
                 param.transform_for_load(tensor, id)
             }
             None => param,
@@ -157,6 +159,7 @@ impl<B: Backend> ModuleMapper<B> for ReplaceMapper<'_, B> {
 
 /// Replaces the parameters named in `values` (path → data of the parameter's shape),
 /// removing each used entry from `values`; what is left was not found in the module.
+/// Float parameters take the dtype of their data.
 ///
 /// Shapes must have been checked (see [`parameter_shapes`]): a wrong shape panics in burn.
 pub fn replace_parameters<B: Backend, M: Module<B>>(
