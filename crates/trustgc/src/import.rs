@@ -178,6 +178,14 @@ fn permutation_indices(row: &KeyMapping, values: &[f64]) -> Result<Vec<usize>, L
         for (j, &v) in line.iter().enumerate() {
             if v == 1.0 && one.is_none() {
                 one = Some(j);
+            } else if v == 1.0 {
+                return Err(fixed_error(
+                    row,
+                    "permutation matrix",
+                    format!(
+                        "row {i} has a second 1 at column {j}; a permutation matrix has a single 1 per row"
+                    ),
+                ));
             } else if v != 0.0 {
                 return Err(fixed_error(
                     row,
