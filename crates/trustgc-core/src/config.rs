@@ -569,7 +569,8 @@ mod tests {
 
     #[test]
     fn impossible_configs_name_their_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut GcConfig)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut GcConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("n_classes", Box::new(|c| c.n_classes = 0)),
             ("input_shape", Box::new(|c| c.input_shape = [1, 224, 224])),
             ("input_shape", Box::new(|c| c.input_shape = [3, 225, 225])),

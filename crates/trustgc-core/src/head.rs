@@ -249,7 +249,7 @@ impl<B: Backend> Losses<B> {
         let (w_nll, w_ce) = beta.weights();
         match beta {
             Beta::Infinity => self.cat_ce.clone().mean(),
-            Beta::Finite(b) if b == 0.0 => self.nll_joint.clone().mean(),
+            Beta::Finite(0.0) => self.nll_joint.clone().mean(),
             _ => self
                 .nll_joint
                 .clone()

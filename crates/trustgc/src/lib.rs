@@ -1,8 +1,4 @@
-//! # trustgc
-//!
-//! Generative classifiers as easy to use as a pretrained ResNet: the ImageNet IB-INN of
-//! Mackowiak, Ardizzone, Köthe and Rother, "Generative Classifiers as a Basis for
-//! Trustworthy Image Classification" (CVPR 2021), in Rust on burn.
+#![doc = include_str!("../../../README.md")]
 //!
 //! This crate loads weights and re-exports the model from [`trustgc_core`] and the
 //! backend selection from [`trustgc_backend`].

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use common::*;
@@ -54,7 +54,7 @@ fn write(name: &str, tensors: &HashMap<String, RawTensor>) -> PathBuf {
     path
 }
 
-fn load(path: &PathBuf) -> Result<(), LoadError> {
+fn load(path: &Path) -> Result<(), LoadError> {
     load_reference_safetensors::<B>(path, &mini_config(), &Default::default()).map(|_| ())
 }
 

@@ -179,26 +179,32 @@ pub struct SlowCoupling<B: Backend, Net: Module<B>> {
     pub split: usize,
 }
 
+/// The parameters of a fresh output stage.
+struct OutputParams<B: Backend> {
+    act_norm: Param<Tensor<B, 1>>,
+    act_offset: Param<Tensor<B, 1>>,
+    permutation: Param<Tensor<B, 1, Int>>,
+    inverse_permutation: Param<Tensor<B, 1, Int>>,
+}
+
 fn output_params<B: Backend>(
     channels: usize,
     init: &OutputStageInit,
     device: &B::Device,
-) -> (
-    Param<Tensor<B, 1>>,
-    Param<Tensor<B, 1>>,
-    Param<Tensor<B, 1, Int>>,
-    Param<Tensor<B, 1, Int>>,
-) {
+) -> OutputParams<B> {
     use burn::module::Initializer;
     let raw = act_norm_raw_for_scale(init.act_norm);
     let inverse = crate::rng::invert_permutation(&init.permutation);
-    (
-        Initializer::Constant { value: raw }.init([channels], device),
-        Initializer::Zeros.init([channels], device),
-        index_param(&init.permutation, device),
-        index_param(&inverse, device),
-    )
+    OutputParams {
+        act_norm: Initializer::Constant { value: raw }.init([channels], device),
+        act_offset: Initializer::Zeros.init([channels], device),
+        permutation: index_param(&init.permutation, device),
+        inverse_permutation: index_param(&inverse, device),
+    }
 }
+
+/// A layer's output with its per-sample log-det.
+pub type WithLogDet<B> = (Tensor<B, 4>, Tensor<B, 1>);
 
 impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
     /// Wraps `subnet` (`c1 → 2·c2` channels) into a coupling over `channels` channels.
@@ -209,14 +215,13 @@ impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
         init: &OutputStageInit,
         device: &B::Device,
     ) -> Self {
-        let (act_norm, act_offset, permutation, inverse_permutation) =
-            output_params(channels, init, device);
+        let p = output_params(channels, init, device);
         Self {
             subnet,
-            act_norm,
-            act_offset,
-            permutation,
-            inverse_permutation,
+            act_norm: p.act_norm,
+            act_offset: p.act_offset,
+            permutation: p.permutation,
+            inverse_permutation: p.inverse_permutation,
             clamp,
             split: channels - channels / 2,
         }
@@ -230,7 +235,7 @@ impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
     ///
     /// # Returns
     /// `(y, log_det)`.
-    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         self.forward_with_subnet_output(x, mode).0
     }
 
@@ -239,7 +244,7 @@ impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
         &self,
         x: Tensor<B, 4>,
         mode: Mode,
-    ) -> ((Tensor<B, 4>, Tensor<B, 1>), Tensor<B, 4>) {
+    ) -> (WithLogDet<B>, Tensor<B, 4>) {
         let channels = x.dims()[1];
         let (c1, c2) = (self.split, channels - self.split);
         let x1 = x.clone().narrow(1, 0, c1);
@@ -262,7 +267,7 @@ impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
     ///
     /// # Returns
     /// `(x, log_det_inv)` with `log_det_inv = −log_det`.
-    pub fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    pub fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         let channels = y.dims()[1];
         let (c1, c2) = (self.split, channels - self.split);
         let (u, output_log_det) = output_inverse(
@@ -319,15 +324,14 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
         device: &B::Device,
     ) -> Self {
         let (c1, c2) = (channels - channels / 2, channels / 2);
-        let (act_norm, act_offset, permutation, inverse_permutation) =
-            output_params(4 * channels, init, device);
+        let p = output_params(4 * channels, init, device);
         Self {
             subnet_strided,
             subnet_low_res,
-            act_norm,
-            act_offset,
-            permutation,
-            inverse_permutation,
+            act_norm: p.act_norm,
+            act_offset: p.act_offset,
+            permutation: p.permutation,
+            inverse_permutation: p.inverse_permutation,
             unshuffle_kernels_1: fixed_param(unshuffle_kernels(c1), [4 * c1, 1, 2, 2], device),
             unshuffle_kernels_2: fixed_param(unshuffle_kernels(c2), [4 * c2, 1, 2, 2], device),
             clamp,
@@ -343,7 +347,7 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
     ///
     /// # Returns
     /// `(y, log_det)`.
-    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         self.forward_with_subnet_outputs(x, mode).0
     }
 
@@ -352,7 +356,7 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
         &self,
         x: Tensor<B, 4>,
         mode: Mode,
-    ) -> ((Tensor<B, 4>, Tensor<B, 1>), (Tensor<B, 4>, Tensor<B, 4>)) {
+    ) -> (WithLogDet<B>, (Tensor<B, 4>, Tensor<B, 4>)) {
         let channels = x.dims()[1];
         let (c1, c2) = (self.split, channels - self.split);
         let x1 = x.clone().narrow(1, 0, c1);
@@ -387,7 +391,7 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
     ///
     /// # Returns
     /// `(x, log_det_inv)` with `log_det_inv = −log_det`.
-    pub fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    pub fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         let channels = y.dims()[1] / 4;
         let (c1, c2) = (self.split, channels - self.split);
         let (u, output_log_det) = output_inverse(

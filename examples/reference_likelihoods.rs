@@ -1,0 +1,127 @@
+//! Load weights saved with the reference's key names and print each class's
+//! log-likelihood for a batch of inputs.
+//!
+//! ```text
+//! cargo run --release -p trustgc --example reference_likelihoods -- \
+//!     [WEIGHTS.safetensors] [INPUTS.safetensors] [--imagenet]
+//! ```
+//!
+//! Defaults: the golden mini model and its input batch from `../shared/golden/mini/`
+//! (two Gaussian-noise images, then the chelsea and coffee photos at 112x112). With
+//! `--imagenet` the weights are read as the released ImageNet architecture. The inputs
+//! file must hold a tensor `x` `[batch, channels, height, width]`, already normalized.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::backend::Flex;
+use burn::tensor::{Tensor, TensorData};
+use trustgc::import::{RawValues, load_reference_safetensors, read_safetensors};
+use trustgc::{GcConfig, Mode};
+
+/// The golden mini model's architecture (`../shared/golden/mini/config.json`).
+fn mini_config() -> GcConfig {
+    GcConfig {
+        input_shape: [3, 112, 112],
+        n_classes: 10,
+        n_loss_dims: 768,
+        mu_low_rank_k: 8,
+        base_width: 16,
+        planes: vec![32, 64, 64, 128],
+        blocks: vec![1, 2, 1, 1],
+        strides: vec![1, 2, 1, 2],
+        entry_1x1_hidden: 48,
+        ..GcConfig::imagenet()
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let imagenet = args.iter().any(|a| a == "--imagenet");
+    let paths: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden/mini");
+    let weights = paths
+        .first()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| golden.join("mini.safetensors"));
+    let inputs = paths
+        .get(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| golden.join("golden.safetensors"));
+    let config = if imagenet {
+        GcConfig::imagenet()
+    } else {
+        mini_config()
+    };
+
+    let device = Default::default();
+    let model = match load_reference_safetensors::<Flex>(&weights, &config, &device) {
+        Ok(model) => model,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let x = match read_safetensors(&inputs).map(|mut t| t.remove("x")) {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            eprintln!("error: {} holds no tensor `x`", inputs.display());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (RawValues::Float(values), [batch, c, h, w]) = (&x.values, x.shape.as_slice()) else {
+        eprintln!(
+            "error: `x` must be a float tensor [batch, channels, height, width], got {:?}",
+            x.shape
+        );
+        return ExitCode::FAILURE;
+    };
+    if [*c, *h, *w] != config.input_shape {
+        eprintln!(
+            "error: `x` has samples of shape {:?}; the model takes {:?}",
+            [c, h, w],
+            config.input_shape
+        );
+        return ExitCode::FAILURE;
+    }
+    let data: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    let x = Tensor::<Flex, 4>::from_data(TensorData::new(data, [*batch, *c, *h, *w]), &device);
+
+    let out = model.forward(x, Mode::Eval);
+    let log_likelihoods = out
+        .class_log_likelihoods()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let posterior = out
+        .log_posterior(None)
+        .exp()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let log_det = out.log_det.clone().into_data().to_vec::<f32>().unwrap();
+    let classes = config.n_classes;
+    println!("weights: {}", weights.display());
+    for i in 0..*batch {
+        let row = &log_likelihoods[i * classes..(i + 1) * classes];
+        let best = (0..classes)
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .unwrap();
+        println!(
+            "sample {i}: log|det J| = {:.1}, best class {best} (posterior {:.3}), log p(x|y) in nats:",
+            log_det[i],
+            posterior[i * classes + best]
+        );
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(y, v)| format!("{y}: {v:.1}"))
+            .collect();
+        println!("  {}", cells.join("  "));
+    }
+    ExitCode::SUCCESS
+}
