@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::config::GcConfig;
+use crate::config::{ConfigError, GcConfig};
 use crate::layers::FeaturePermutation;
 use crate::layers::Mode;
 use crate::layers::coupling::{DownCoupling, OutputStageInit, SlowCoupling};
@@ -110,12 +110,10 @@ impl<B: Backend> Flow<B> {
     /// Convolution weights are initialized lazily: building allocates only the small
     /// fixed tensors until a parameter is used or loaded.
     ///
-    /// # Panics
-    /// On a config that fails [`GcConfig::validate`]; validate first (the loaders do).
-    pub fn new(config: &GcConfig, device: &B::Device) -> Self {
-        config
-            .validate()
-            .unwrap_or_else(|e| panic!("Flow::new needs a valid config: {e}"));
+    /// # Errors
+    /// [`ConfigError`] when the config fails [`GcConfig::validate`]; nothing is allocated.
+    pub fn new(config: &GcConfig, device: &B::Device) -> Result<Self, ConfigError> {
+        config.validate()?;
         let norm = NormSettings {
             momentum: config.bn_momentum,
             epsilon: config.bn_eps,
@@ -182,7 +180,7 @@ impl<B: Backend> Flow<B> {
         }
 
         let n = config.dct_size();
-        Self {
+        Ok(Self {
             entry,
             haar,
             entry_1x1,
@@ -195,7 +193,7 @@ impl<B: Backend> Flow<B> {
             n_loss_dims: config.n_loss_dims,
             final_channels: channels,
             dct_size: n,
-        }
+        })
     }
 
     /// Runs the flow.

@@ -300,3 +300,43 @@ pub fn losses<B: Backend>(
         correct,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn beta_weights_cover_zero_finite_and_infinity() {
+        assert_eq!(Beta::Finite(0.0).weights(), (1.0, 0.0));
+        assert_eq!(Beta::Finite(1.0).weights(), (0.5, 0.5));
+        assert_eq!(Beta::Finite(8.0).weights(), (1.0 / 9.0, 8.0 / 9.0));
+        assert_eq!(Beta::Infinity.weights(), (0.0, 1.0));
+    }
+
+    #[test]
+    fn objective_picks_the_terms_beta_asks_for() {
+        let device = Default::default();
+        let distances = Tensor::<Flex, 2>::from_floats([[1.0, 4.0, 9.0], [2.0, 0.5, 3.0]], &device);
+        let log_det = Tensor::<Flex, 1>::from_floats([-3.0, -1.0], &device);
+        let targets = smoothed_targets::<Flex>(&[0, 1], 3, 0.05, &device);
+        let l = losses(distances, log_det, targets, 12);
+        let value = |t: Tensor<Flex, 1>| t.into_scalar();
+        let nll = value(l.nll_joint.clone().mean());
+        let ce = value(l.cat_ce.clone().mean());
+        assert_eq!(value(l.objective(Beta::Finite(0.0))), nll);
+        assert_eq!(value(l.objective(Beta::Infinity)), ce);
+        let mixed = value(l.objective(Beta::Finite(3.0)));
+        assert!((mixed - (0.25 * nll + 0.75 * ce)).abs() < 1e-6);
+        // Both samples are closest to their labels' means.
+        assert_eq!(value(l.correct.mean()), 1.0);
+    }
+
+    #[test]
+    fn smoothed_targets_sum_to_one() {
+        let t = smoothed_targets::<Flex>(&[2, 0], 4, 0.05, &Default::default());
+        let v = t.into_data().to_vec::<f32>().unwrap();
+        assert!((v[2] - (0.95 + 0.0125)).abs() < 1e-7 && (v[0] - 0.0125).abs() < 1e-7);
+        assert!((v[..4].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+}

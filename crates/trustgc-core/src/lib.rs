@@ -50,4 +50,4 @@ pub mod rng;
 pub use config::{ConfigError, GcConfig};
 pub use head::{Beta, GaussianHead};
 pub use layers::Mode;
-pub use model::{GcOutput, GenerativeClassifier};
+pub use model::{GcOutput, GenerativeClassifier, InputShapeError};

@@ -20,6 +20,18 @@ pub struct GenerativeClassifier<B: Backend> {
     pub head: GaussianHead<B>,
     /// `D`, the latent dimension.
     pub total_dims: usize,
+    /// The input shape `[channels, height, width]` the model takes.
+    pub input_shape: [usize; 3],
+}
+
+/// An input the model cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the model takes inputs of shape [batch, {}, {}, {}], got {found:?}", expected[0], expected[1], expected[2])]
+pub struct InputShapeError {
+    /// `[channels, height, width]` the model takes.
+    pub expected: [usize; 3],
+    /// The shape given.
+    pub found: Vec<usize>,
 }
 
 /// Everything a forward pass gives for a batch.
@@ -82,18 +94,38 @@ impl<B: Backend> GenerativeClassifier<B> {
     /// [`ConfigError`] naming the field when the config cannot work; nothing is allocated
     /// then.
     pub fn new(config: &GcConfig, device: &B::Device) -> Result<Self, ConfigError> {
-        config.validate()?;
         Ok(Self {
-            flow: Flow::new(config, device),
+            flow: Flow::new(config, device)?,
             head: GaussianHead::new(config, HeadInit::default(), device),
             total_dims: config.total_dims(),
+            input_shape: config.input_shape,
         })
+    }
+
+    /// Checks that `dims` is `[batch ≥ 1, channels, height, width]` as the model takes.
+    pub fn check_input(&self, dims: &[usize]) -> Result<(), InputShapeError> {
+        if dims.len() == 4 && dims[0] > 0 && dims[1..] == self.input_shape {
+            Ok(())
+        } else {
+            Err(InputShapeError {
+                expected: self.input_shape,
+                found: dims.to_vec(),
+            })
+        }
+    }
+
+    /// [`forward`](Self::forward) after [`check_input`](Self::check_input): a wrongly
+    /// shaped input is an error instead of a panic inside the backend.
+    pub fn try_forward(&self, x: Tensor<B, 4>, mode: Mode) -> Result<GcOutput<B>, InputShapeError> {
+        self.check_input(&x.dims())?;
+        Ok(self.forward(x, mode))
     }
 
     /// Runs the model.
     ///
     /// # Shapes
-    /// - `x`: `[batch, C, H, W]`, normalized as the model expects
+    /// - `x`: `[batch, C, H, W]`, normalized as the model expects; another shape panics in
+    ///   the backend (use [`try_forward`](Self::try_forward) for a typed error)
     ///
     /// # Returns
     /// Latents, log-dets and class distances; see [`GcOutput`] for what follows from them.

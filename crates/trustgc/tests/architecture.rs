@@ -249,3 +249,18 @@ fn model_parameters_are_float_except_permutations() {
         assert_eq!(p.kind == ParamKind::Int, is_permutation, "{}", p.path);
     }
 }
+
+#[test]
+fn wrong_input_shapes_are_typed_errors() {
+    use burn::tensor::Tensor;
+    let device = Default::default();
+    let model = GenerativeClassifier::<B>::new(&mini_config(), &device).unwrap();
+    let ok = Tensor::<B, 4>::zeros([1, 3, 112, 112], &device);
+    assert!(model.try_forward(ok, trustgc::Mode::Eval).is_ok());
+    for dims in [[1, 3, 224, 224], [2, 1, 112, 112], [0, 3, 112, 112]] {
+        let x = Tensor::<B, 4>::zeros(dims, &device);
+        let err = model.try_forward(x, trustgc::Mode::Eval).unwrap_err();
+        assert_eq!(err.found, dims.to_vec());
+        assert!(err.to_string().contains("[batch, 3, 112, 112]"), "{err}");
+    }
+}
