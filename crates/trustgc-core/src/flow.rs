@@ -13,13 +13,14 @@ use burn::tensor::backend::Backend;
 
 use crate::config::{ConfigError, GcConfig};
 use crate::layers::FeaturePermutation;
-use crate::layers::Mode;
+use crate::layers::batch_norm::BatchNorm2d;
 use crate::layers::coupling::{DownCoupling, OutputStageInit, SlowCoupling};
 use crate::layers::dct::DctPooling;
 use crate::layers::haar::HaarDownsampling;
 use crate::layers::subnet::{
     Bottleneck, Conv1x1Net, EntryLowResNet, EntryStridedNet, NormSettings,
 };
+use crate::layers::{BatchNorms, Mode};
 use crate::rng::{Mt19937, legacy_permutation, permutation_from};
 
 /// The entry downsampling coupling.
@@ -349,5 +350,20 @@ impl<B: Backend> Flow<B> {
         log_det = log_det.add(ld);
         let (x, ld) = self.entry.inverse(x, mode);
         (x, log_det.add(ld))
+    }
+}
+
+impl<B: Backend> BatchNorms<B> for Flow<B> {
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {
+        self.entry.for_each_batch_norm(f);
+        self.entry_1x1.for_each_batch_norm(f);
+        for stage in &mut self.stages {
+            if let Some(down) = &mut stage.down {
+                down.for_each_batch_norm(f);
+            }
+            for block in &mut stage.blocks {
+                block.for_each_batch_norm(f);
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use crate::config::{ConfigError, GcConfig};
 use crate::flow::{Flow, FlowOutput};
 use crate::head::{ClassNorms, GaussianHead, HeadInit, Losses, losses};
-use crate::layers::Mode;
+use crate::layers::{BatchNorms, Mode};
 
 /// A generative classifier: an invertible network `x ↦ z` and class-conditional
 /// Gaussians `N(μ_y, I)` on `z`.
@@ -167,6 +167,35 @@ impl<B: Backend> GenerativeClassifier<B> {
             distances,
             total_dims: self.total_dims,
         }
+    }
+
+    /// Re-estimates every BatchNorm's running statistics as the plain average of the batch
+    /// statistics over `batches` (what produced the reference's `.avg` checkpoints):
+    /// PyTorch's `reset_running_stats()`, `momentum = None` and a train-mode forward per
+    /// batch. Parameters are untouched; the momentum is restored afterwards.
+    ///
+    /// # Returns
+    /// The number of batches averaged.
+    pub fn average_batch_norm_statistics<I>(&mut self, batches: I) -> usize
+    where
+        I: IntoIterator<Item = Tensor<B, 4>>,
+    {
+        let mut momenta = Vec::new();
+        self.flow.for_each_batch_norm(&mut |bn| {
+            momenta.push(bn.momentum);
+            bn.momentum = None;
+            bn.reset_running_stats();
+        });
+        let mut count = 0;
+        for x in batches {
+            // Only the statistics matter; the outputs are dropped.
+            let _ = self.flow.forward(x, Mode::Train);
+            count += 1;
+        }
+        let mut momenta = momenta.into_iter();
+        self.flow
+            .for_each_batch_norm(&mut |bn| bn.momentum = momenta.next().flatten());
+        count
     }
 
     /// Maps latents back to inputs (eval mode).

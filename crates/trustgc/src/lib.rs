@@ -5,6 +5,8 @@
 
 pub mod error;
 pub mod import;
+pub mod input;
+pub mod native;
 
 pub use error::{KeyReport, LoadError, ShapeMismatch};
 pub use trustgc_backend as backend;

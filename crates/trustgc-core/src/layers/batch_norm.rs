@@ -48,8 +48,9 @@ pub struct BatchNorm2d<B: Backend> {
     /// Number of train-mode batches seen, `[1]` (an integer count stored as float;
     /// exact up to 2^24; PyTorch stores it as an int64 scalar).
     pub num_batches_tracked: RunningState<Tensor<B, 1>>,
-    /// Momentum of the running averages.
-    pub momentum: f64,
+    /// Momentum of the running averages; `None` averages all batches seen with equal
+    /// weight (PyTorch's `momentum=None`, used to re-estimate the statistics).
+    pub momentum: Option<f64>,
     /// ε added to the variance.
     pub epsilon: f64,
 }
@@ -64,13 +65,28 @@ impl BatchNorm2dConfig {
             running_mean: RunningState::new(Tensor::zeros([n], device)),
             running_var: RunningState::new(Tensor::ones([n], device)),
             num_batches_tracked: RunningState::new(Tensor::zeros([1], device)),
-            momentum: self.momentum,
+            momentum: Some(self.momentum),
             epsilon: self.epsilon,
         }
     }
 }
 
 impl<B: Backend> BatchNorm2d<B> {
+    /// Forgets the running statistics: mean 0, variance 1, no batches seen (PyTorch's
+    /// `reset_running_stats`).
+    pub fn reset_running_stats(&self) {
+        let mean = self.running_mean.value_sync();
+        let (device, dtype, n) = (mean.device(), mean.dtype(), mean.dims()[0]);
+        self.running_mean
+            .update(Tensor::zeros([n], (&device, dtype)));
+        self.running_var.update(Tensor::ones([n], (&device, dtype)));
+        self.num_batches_tracked
+            .update(Tensor::zeros([1], (&device, dtype)));
+        let _ = self.running_mean.value_sync();
+        let _ = self.running_var.value_sync();
+        let _ = self.num_batches_tracked.value_sync();
+    }
+
     /// Normalizes `x` per channel.
     ///
     /// # Shapes
@@ -130,18 +146,23 @@ impl<B: Backend> BatchNorm2d<B> {
         } else {
             1.0
         };
-        let m = self.momentum;
+        let tracked = self.num_batches_tracked.value_sync().add_scalar(1.0);
+        // Weight of this batch: the momentum, or 1/(batches seen) for a plain average.
+        let m = match self.momentum {
+            Some(m) => Tensor::full([1], m, (&x.device(), tracked.dtype())),
+            None => tracked.clone().recip(),
+        };
+        let keep = m.clone().neg().add_scalar(1.0);
         let running_mean = self
             .running_mean
             .value_sync()
-            .mul_scalar(1.0 - m)
-            .add(mean.clone().detach().mul_scalar(m));
+            .mul(keep.clone())
+            .add(mean.clone().detach().mul(m.clone()));
         let running_var = self
             .running_var
             .value_sync()
-            .mul_scalar(1.0 - m)
-            .add(var.clone().detach().mul_scalar(unbias * m));
-        let tracked = self.num_batches_tracked.value_sync().add_scalar(1.0);
+            .mul(keep)
+            .add(var.clone().detach().mul_scalar(unbias).mul(m));
         self.running_mean.update(running_mean.detach());
         self.running_var.update(running_var.detach());
         self.num_batches_tracked.update(tracked.detach());

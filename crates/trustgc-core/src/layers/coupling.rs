@@ -27,8 +27,9 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::Mode;
+use super::batch_norm::BatchNorm2d;
 use super::subnet::Subnet;
+use super::{BatchNorms, Mode};
 use crate::ops::sum_per_sample;
 
 /// Added to the act-norm scale inside the log, as the reference does.
@@ -422,5 +423,20 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
             .neg()
             .add(output_log_det);
         (Tensor::cat(vec![x1, x2], 1), log_det)
+    }
+}
+
+impl<B: Backend, Net: Module<B> + BatchNorms<B>> BatchNorms<B> for SlowCoupling<B, Net> {
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {
+        self.subnet.for_each_batch_norm(f);
+    }
+}
+
+impl<B: Backend, NetHi: Module<B> + BatchNorms<B>, NetLo: Module<B> + BatchNorms<B>> BatchNorms<B>
+    for DownCoupling<B, NetHi, NetLo>
+{
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {
+        self.subnet_strided.for_each_batch_norm(f);
+        self.subnet_low_res.for_each_batch_norm(f);
     }
 }

@@ -15,6 +15,13 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
+/// Every BatchNorm layer inside a module, for changing their settings (e.g. the momentum
+/// before re-estimating statistics).
+pub trait BatchNorms<B: Backend> {
+    /// Calls `f` on each BatchNorm layer, in the reference's state-dict order.
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut batch_norm::BatchNorm2d<B>));
+}
+
 /// Whether BatchNorm layers use running statistics or the batch's own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {

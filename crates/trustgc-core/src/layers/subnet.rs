@@ -15,8 +15,8 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 
-use super::Mode;
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
+use super::{BatchNorms, Mode};
 
 /// A network that computes coupling coefficients from the conditioning half.
 pub trait Subnet<B: Backend>: Module<B> {
@@ -231,4 +231,30 @@ impl<B: Backend> Subnet<B> for Conv1x1Net<B> {
     fn forward(&self, x: Tensor<B, 4>, _mode: Mode) -> Tensor<B, 4> {
         self.conv_out.forward(relu(self.conv_in.forward(x)))
     }
+}
+
+impl<B: Backend> BatchNorms<B> for Bottleneck<B> {
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {
+        f(&mut self.bn_in);
+        f(&mut self.bn_reduce);
+        f(&mut self.bn_spatial);
+        f(&mut self.bn_expand);
+    }
+}
+
+impl<B: Backend> BatchNorms<B> for EntryStridedNet<B> {
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {
+        f(&mut self.bn_in);
+        f(&mut self.bn_strided);
+    }
+}
+
+impl<B: Backend> BatchNorms<B> for EntryLowResNet<B> {
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {
+        f(&mut self.bn_in);
+    }
+}
+
+impl<B: Backend> BatchNorms<B> for Conv1x1Net<B> {
+    fn for_each_batch_norm(&mut self, _f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {}
 }

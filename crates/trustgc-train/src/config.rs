@@ -1,0 +1,235 @@
+//! [`TrainConfig`]: everything a training run needs, saved as `train.json` in its folder.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use trustgc::input::GrayscaleInput;
+use trustgc_core::head::HeadInit;
+use trustgc_core::{Beta, GcConfig};
+
+use crate::schedule::LrSchedule;
+
+/// β as written in a config: a number, or `"inf"` for β = ∞.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BetaSpec {
+    /// Finite β ≥ 0.
+    Finite(f64),
+    /// `"inf"` or `"infinity"`.
+    Named(String),
+}
+
+impl BetaSpec {
+    /// The β it names, or `None` when it names nothing valid.
+    pub fn beta(&self) -> Option<Beta> {
+        match self {
+            BetaSpec::Finite(b) if b.is_finite() && *b >= 0.0 => Some(Beta::Finite(*b)),
+            BetaSpec::Named(s) if matches!(s.as_str(), "inf" | "infinity") => Some(Beta::Infinity),
+            _ => None,
+        }
+    }
+
+    /// Parses a command-line value (`8`, `0.5`, `inf`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let spec = match text.trim() {
+            "inf" | "infinity" => BetaSpec::Named(text.trim().to_string()),
+            other => BetaSpec::Finite(other.parse().ok()?),
+        };
+        spec.beta().map(|_| spec)
+    }
+}
+
+/// The optimizer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    /// SGD with momentum, no dampening (PyTorch's `SGD(momentum=0.9)`), the reference's.
+    Sgd {
+        /// Base learning rate.
+        lr: f64,
+        /// Momentum.
+        momentum: f64,
+        /// L2 weight decay (0 in the reference).
+        weight_decay: f64,
+    },
+    /// Adam (PyTorch's defaults: β₁ 0.9, β₂ 0.999, ε 1e-8).
+    Adam {
+        /// Base learning rate.
+        lr: f64,
+        /// L2 weight decay.
+        weight_decay: f64,
+    },
+}
+
+impl OptimizerConfig {
+    /// The base learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } => *lr,
+        }
+    }
+}
+
+/// Where the images come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataConfig {
+    /// A folder with MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, ...).
+    Idx {
+        /// The folder.
+        dir: PathBuf,
+        /// Training images held out (a fixed random subset) to validate on.
+        validation: usize,
+        /// Use only the first this many remaining training images (`None`: all).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+}
+
+/// A training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The architecture.
+    pub model: GcConfig,
+    /// How images become inputs.
+    pub input: GrayscaleInput,
+    /// Class names (index order).
+    pub class_names: Vec<String>,
+    /// The data.
+    pub data: DataConfig,
+    /// The IB objective's β.
+    pub beta: BetaSpec,
+    /// Label smoothing ε (0.05 in the reference).
+    pub label_smoothing: f64,
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Epochs.
+    pub epochs: usize,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Seed of the initialization, shuffling, noise and augmentation.
+    pub seed: u64,
+    /// Clip the flow's gradients to this global norm (8 in the reference).
+    pub clip_grad_norm: Option<f64>,
+    /// Iterations whose loss is scaled by `burn_in_factor` at the start of a fresh run.
+    pub burn_in_iterations: usize,
+    /// That scale (0.05 in the reference).
+    pub burn_in_factor: f64,
+    /// Random left-right flips.
+    pub flip: bool,
+    /// Uniform dequantization noise in training.
+    pub dequantize: bool,
+    /// Train only the class means (the flow frozen and in eval mode).
+    pub mu_only: bool,
+    /// Initial class means (`mu_init`, `mu_conv_init` of the reference).
+    pub mu_init: f64,
+    /// Standard deviation of the initial conv means.
+    pub mu_conv_init: f64,
+    /// After training, re-estimate BatchNorm statistics as the average over this many
+    /// training batches (0: keep the running averages).
+    pub bn_average_batches: usize,
+}
+
+impl TrainConfig {
+    /// The Fashion-MNIST generative classifier shipped in `weights/fashion-mnist`.
+    pub fn fashion_mnist(data_dir: PathBuf) -> Self {
+        let input = GrayscaleInput::fashion_mnist();
+        Self {
+            model: GcConfig {
+                input_shape: input.model_shape(),
+                n_classes: 10,
+                n_loss_dims: 128,
+                mu_low_rank_k: 0,
+                base_width: 64,
+                planes: vec![128, 128],
+                blocks: vec![4, 4],
+                strides: vec![1, 1],
+                clamp: 0.7,
+                act_norm: 0.7,
+                entry_1x1_hidden: 128,
+                haar_rebalance: 0.5,
+                dct_rebalance: 0.5,
+                permute_seed: 0,
+                bn_momentum: 0.05,
+                bn_eps: 1e-5,
+            },
+            input,
+            class_names: [
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ]
+            .map(String::from)
+            .to_vec(),
+            data: DataConfig::Idx {
+                dir: data_dir,
+                validation: 5000,
+                limit: None,
+            },
+            beta: BetaSpec::Finite(8.0),
+            label_smoothing: 0.05,
+            optimizer: OptimizerConfig::Adam {
+                lr: 1e-3,
+                weight_decay: 0.0,
+            },
+            schedule: LrSchedule::Cosine { min_factor: 0.01 },
+            epochs: 30,
+            batch_size: 64,
+            seed: 1,
+            clip_grad_norm: Some(8.0),
+            burn_in_iterations: 10,
+            burn_in_factor: 0.05,
+            flip: true,
+            dequantize: true,
+            mu_only: false,
+            mu_init: HeadInit::default().mu_init,
+            mu_conv_init: HeadInit::default().mu_conv_init,
+            bn_average_batches: 200,
+        }
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate().map_err(|e| e.to_string())?;
+        if self.model.input_shape != self.input.model_shape() {
+            return Err(format!(
+                "model.input_shape {:?} differs from the input representation's {:?}",
+                self.model.input_shape,
+                self.input.model_shape()
+            ));
+        }
+        if self.class_names.len() != self.model.n_classes {
+            return Err(format!(
+                "{} class names for {} classes",
+                self.class_names.len(),
+                self.model.n_classes
+            ));
+        }
+        if self.beta.beta().is_none() {
+            return Err(format!(
+                "beta {:?} is neither a number ≥ 0 nor \"inf\"",
+                self.beta
+            ));
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err("epochs and batch_size must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err("label_smoothing must be in [0, 1)".into());
+        }
+        if !(self.optimizer.lr() > 0.0 && self.optimizer.lr().is_finite()) {
+            return Err("the learning rate must be a positive number".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,391 @@
+//! A training run: data, model, optimizer and burn-train's supervised loop, with exact
+//! resumption from the last checkpoint.
+//!
+//! A run folder holds `train.json` (the [`TrainConfig`]), `checkpoint/` (model, optimizer
+//! and schedule after each epoch, written atomically; the last two are kept),
+//! `metrics.csv` (every iteration's metrics), burn-train's own logs, and at the end
+//! `config.json` + `model.safetensors` (the trained model in trustgc's format).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, Optimizer, SgdConfig};
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::checkpoint::KeepLastNCheckpoints;
+use burn::train::logger::FileMetricLogger;
+use burn::train::{Learner, SupervisedTraining};
+use trustgc::native::{SaveError, save_safetensors, write_atomically};
+use trustgc_core::head::{GaussianHead, HeadInit};
+use trustgc_core::rng::{Mt19937, permutation_from};
+use trustgc_core::{GenerativeClassifier, InputShapeError};
+
+use crate::config::{DataConfig, OptimizerConfig, TrainConfig};
+use crate::csv::CsvLogger;
+use crate::data::{DataError, EpochLoader, IdxSplit, LabeledImages, LoaderSettings};
+use crate::recorder::AtomicFileRecorder;
+use crate::schedule::ScheduledLr;
+use crate::step::{GcMetric, Quantity, StepSettings, Trainee};
+
+/// Why a run could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The config is invalid.
+    #[error("invalid training config: {0}")]
+    Config(String),
+    /// The data could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The run folder could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--resume` was asked for a folder that cannot be resumed.
+    #[error("cannot resume {dir}: {reason}")]
+    Resume {
+        /// The run folder.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The initial model does not fit the data.
+    #[error(transparent)]
+    Input(#[from] InputShapeError),
+    /// The trained model could not be saved.
+    #[error(transparent)]
+    Save(#[from] SaveError),
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// `model.safetensors` of the trained model.
+    pub model_path: PathBuf,
+    /// Epochs trained in this invocation.
+    pub epochs_run: usize,
+    /// The epoch training resumed after (0 for a fresh run).
+    pub resumed_after: usize,
+}
+
+/// The last epoch with a complete checkpoint (model, optimizer and schedule) in `dir`.
+pub fn last_checkpoint(dir: &Path) -> Option<usize> {
+    let checkpoints = dir.join("checkpoint");
+    let entries = std::fs::read_dir(&checkpoints).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("model-")?
+                .strip_suffix(".mpk")?
+                .parse::<usize>()
+                .ok()
+        })
+        .filter(|epoch| {
+            ["optim", "scheduler"]
+                .iter()
+                .all(|kind| checkpoints.join(format!("{kind}-{epoch}.mpk")).is_file())
+        })
+        .max()
+}
+
+/// Indices of the validation and training images: a fixed random subset of
+/// `validation` images is held out.
+fn split_indices(
+    count: usize,
+    validation: usize,
+    limit: Option<usize>,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = Mt19937::new((seed as u32) ^ 0x5eed_0001);
+    let order = permutation_from(&mut rng, count);
+    let validation = validation.min(count);
+    let mut valid = order[..validation].to_vec();
+    let mut train = order[validation..].to_vec();
+    valid.sort_unstable();
+    train.sort_unstable();
+    if let Some(limit) = limit {
+        train.truncate(limit);
+    }
+    (valid, train)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Trains (or resumes training) into `dir`.
+///
+/// `initial` starts from a given model (fine-tuning) instead of a fresh one; it must have
+/// `config.model`'s architecture. With `resume`, the run continues after the last complete
+/// checkpoint in `dir`, with the same batches, noise and schedule as an uninterrupted run.
+pub fn run<B: AutodiffBackend>(
+    config: &TrainConfig,
+    dir: &Path,
+    resume: bool,
+    initial: Option<GenerativeClassifier<B>>,
+    device: &B::Device,
+) -> Result<RunSummary, TrainError> {
+    config.validate().map_err(TrainError::Config)?;
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let config_path = dir.join("train.json");
+    let config_json = serde_json::to_string_pretty(config).expect("a TrainConfig serializes");
+    let resumed_after = if resume {
+        let saved = std::fs::read_to_string(&config_path).map_err(|e| TrainError::Resume {
+            dir: dir.to_path_buf(),
+            reason: format!("no readable train.json ({e})"),
+        })?;
+        let saved: TrainConfig = serde_json::from_str(&saved).map_err(|e| TrainError::Resume {
+            dir: dir.to_path_buf(),
+            reason: format!("train.json is not a training config ({e})"),
+        })?;
+        if &saved != config {
+            return Err(TrainError::Resume {
+                dir: dir.to_path_buf(),
+                reason: "its train.json differs from this run's config".into(),
+            });
+        }
+        last_checkpoint(dir).ok_or_else(|| TrainError::Resume {
+            dir: dir.to_path_buf(),
+            reason: "it holds no complete checkpoint".into(),
+        })?
+    } else {
+        if last_checkpoint(dir).is_some() {
+            return Err(TrainError::Resume {
+                dir: dir.to_path_buf(),
+                reason: "it already holds checkpoints; pass --resume to continue, or choose another folder".into(),
+            });
+        }
+        write_atomically(&config_path, config_json.as_bytes()).map_err(io_error(&config_path))?;
+        0
+    };
+    if resumed_after >= config.epochs {
+        return Err(TrainError::Resume {
+            dir: dir.to_path_buf(),
+            reason: format!("it already finished all {} epochs", config.epochs),
+        });
+    }
+
+    let DataConfig::Idx {
+        dir: data_dir,
+        validation,
+        limit,
+    } = &config.data;
+    let data = Arc::new(LabeledImages::read_idx(
+        data_dir,
+        IdxSplit::Train,
+        config.model.n_classes,
+    )?);
+    let (valid_indices, train_indices) =
+        split_indices(data.len(), *validation, *limit, config.seed);
+    let iterations_per_epoch = train_indices.len().div_ceil(config.batch_size);
+
+    B::seed(device, config.seed);
+    let model = match initial {
+        Some(model) => model,
+        None => {
+            let mut model = GenerativeClassifier::<B>::new(&config.model, device)
+                .map_err(|e| TrainError::Config(e.to_string()))?;
+            let init = HeadInit {
+                mu_init: config.mu_init,
+                mu_conv_init: config.mu_conv_init,
+            };
+            model.head = GaussianHead::new(&config.model, init, device);
+            model
+        }
+    };
+    model.check_input(&[
+        1,
+        config.input.model_shape()[0],
+        config.input.model_shape()[1],
+        config.input.model_shape()[2],
+    ])?;
+    let mut model = model;
+    if config.mu_only {
+        model.flow = model.flow.no_grad();
+    }
+
+    let beta = config.beta.beta().expect("validated");
+    let bits_offset = 0.5 * (2.0 * std::f64::consts::PI).ln()
+        + (config.model.n_classes as f64).ln() / config.model.total_dims() as f64
+        + 255f64.ln()
+        + f64::from(config.input.std).ln();
+    let settings = StepSettings {
+        beta,
+        clip_norm: config.clip_grad_norm,
+        burn_in_iterations: config.burn_in_iterations,
+        burn_in_factor: config.burn_in_factor,
+        // A resumed run is past the burn-in, as the reference's `not resume` condition says.
+        iteration: Arc::new(AtomicUsize::new(resumed_after * iterations_per_epoch)),
+        mu_only: config.mu_only,
+        bits_offset,
+    };
+    let trainee = Trainee { model, settings };
+
+    let train_settings = LoaderSettings {
+        batch_size: config.batch_size,
+        shuffle: Some(config.seed),
+        dequantize: config.dequantize.then_some(config.seed.wrapping_add(1)),
+        noise_per_epoch: true,
+        flip: config.flip,
+        label_smoothing: config.label_smoothing,
+        classes: config.model.n_classes,
+        input: config.input.clone(),
+    };
+    let valid_settings = LoaderSettings {
+        shuffle: None,
+        noise_per_epoch: false,
+        flip: false,
+        label_smoothing: 0.0,
+        ..train_settings.clone()
+    };
+    let train_loader = Arc::new(EpochLoader::<B>::new(
+        data.clone(),
+        train_indices.clone(),
+        train_settings.clone(),
+        resumed_after,
+        device.clone(),
+    ));
+    let valid_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
+        data.clone(),
+        valid_indices,
+        valid_settings,
+        0,
+        device.clone(),
+    ));
+
+    let schedule = ScheduledLr::new(
+        config.optimizer.lr(),
+        config.schedule.clone(),
+        iterations_per_epoch,
+        config.epochs,
+    );
+    let trained = match &config.optimizer {
+        OptimizerConfig::Sgd {
+            momentum,
+            weight_decay,
+            ..
+        } => {
+            let optim = SgdConfig::new()
+                .with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_momentum(*momentum)
+                        .with_dampening(0.0)
+                        .with_nesterov(false),
+                ))
+                .with_weight_decay(
+                    (*weight_decay > 0.0).then(|| WeightDecayConfig::new(*weight_decay as f32)),
+                )
+                .init();
+            launch(
+                config,
+                dir,
+                resumed_after,
+                trainee,
+                optim,
+                schedule,
+                train_loader,
+                valid_loader,
+            )?
+        }
+        OptimizerConfig::Adam { weight_decay, .. } => {
+            let optim = AdamConfig::new()
+                .with_beta_1(0.9)
+                .with_beta_2(0.999)
+                .with_epsilon(1e-8)
+                .with_weight_decay(
+                    (*weight_decay > 0.0).then(|| WeightDecayConfig::new(*weight_decay as f32)),
+                )
+                .init();
+            launch(
+                config,
+                dir,
+                resumed_after,
+                trainee,
+                optim,
+                schedule,
+                train_loader,
+                valid_loader,
+            )?
+        }
+    };
+
+    let mut model = trained.model;
+    if config.bn_average_batches > 0 && !config.mu_only {
+        // Training batches with the training noise, without flips: the statistics the
+        // released `.avg` files were re-estimated from.
+        let loader = EpochLoader::<B::InnerBackend>::new(
+            data,
+            train_indices,
+            LoaderSettings {
+                flip: false,
+                ..train_settings
+            },
+            config.epochs,
+            device.clone(),
+        );
+        let batches = burn::data::dataloader::DataLoader::iter(&loader)
+            .take(config.bn_average_batches)
+            .map(|batch| batch.x);
+        model.average_batch_norm_statistics(batches);
+    }
+    let model_path = dir.join("model.safetensors");
+    save_safetensors(&model, &model_path)?;
+    let model_config = dir.join("config.json");
+    write_atomically(&model_config, config.model.to_json().as_bytes())
+        .map_err(io_error(&model_config))?;
+    Ok(RunSummary {
+        model_path,
+        epochs_run: config.epochs - resumed_after,
+        resumed_after,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch<B, O>(
+    config: &TrainConfig,
+    dir: &Path,
+    resumed_after: usize,
+    trainee: Trainee<B>,
+    optim: O,
+    schedule: ScheduledLr,
+    train_loader: Arc<EpochLoader<B>>,
+    valid_loader: Arc<EpochLoader<B::InnerBackend>>,
+) -> Result<Trainee<B::InnerBackend>, TrainError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Trainee<B>, B> + 'static,
+    Trainee<B>: AutodiffModule<B, InnerModule = Trainee<B::InnerBackend>>,
+{
+    let csv_path = dir.join("metrics.csv");
+    let columns: Vec<&str> = Quantity::ALL.iter().map(|q| q.name()).collect();
+    let csv = CsvLogger::open(&csv_path, &columns).map_err(io_error(&csv_path))?;
+    let mut training = SupervisedTraining::new(dir, train_loader, valid_loader);
+    for quantity in Quantity::ALL {
+        training = training
+            .metric_train_numeric(GcMetric::new(quantity))
+            .metric_valid_numeric(GcMetric::new(quantity));
+    }
+    let mut training = training
+        .with_file_checkpointer(AtomicFileRecorder::new())
+        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        .with_metric_logger(FileMetricLogger::new(dir))
+        .with_metric_logger(csv)
+        .num_epochs(config.epochs)
+        .summary();
+    if resumed_after > 0 {
+        training = training.checkpoint(resumed_after);
+    }
+    let result = training.launch(Learner::new(trainee, optim, schedule));
+    Ok(result.model)
+}

@@ -1,0 +1,13 @@
+//! # trustgc-train
+//!
+//! Training and fine-tuning of trustgc's generative classifiers with burn-train, following
+//! the reference recipe (REFERENCE.md §4).
+
+pub mod config;
+pub mod csv;
+pub mod data;
+pub mod fit;
+pub mod idx;
+pub mod recorder;
+pub mod schedule;
+pub mod step;

@@ -1,0 +1,112 @@
+//! How an image becomes the tensor a model takes.
+//!
+//! [`GrayscaleInput`] is the representation of single-channel images (Fashion-MNIST):
+//! the entry coupling of the IB-INN splits its input's channels in two, so a one-channel
+//! image cannot enter it directly. We pad the `size x size` image with black
+//! (`pad` pixels on each side) and fold each `s x s` block of pixels into `s²` channels
+//! (space-to-depth, channel `s·r + c` holds pixel `(s·i + r, s·j + c)`). Both steps are
+//! bijections with unit Jacobian, so the model's density is a density of the padded
+//! image; the padded border is black like Fashion-MNIST's own border, and receives the
+//! same dequantization noise in training, so it carries no special information.
+
+use serde::{Deserialize, Serialize};
+
+/// The grayscale representation: pad, scale to `[0, 1]`, normalize, space-to-depth.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrayscaleInput {
+    /// Side of the (square) source image, 28 for Fashion-MNIST.
+    pub size: usize,
+    /// Black pixels added on each side.
+    pub pad: usize,
+    /// Mean subtracted after scaling to `[0, 1]`.
+    pub mean: f32,
+    /// Standard deviation divided by after subtracting the mean.
+    pub std: f32,
+    /// Space-to-depth block side `s` (the model sees `s²` channels).
+    pub space_to_depth: usize,
+}
+
+impl GrayscaleInput {
+    /// The Fashion-MNIST setting: 28x28 padded to 32x32, 2x2 blocks → `[4, 16, 16]`;
+    /// mean and standard deviation of the training pixels (0.2860, 0.3530).
+    pub fn fashion_mnist() -> Self {
+        Self {
+            size: 28,
+            pad: 2,
+            mean: 0.2860,
+            std: 0.3530,
+            space_to_depth: 2,
+        }
+    }
+
+    /// Side of the padded image.
+    pub fn padded_size(&self) -> usize {
+        self.size + 2 * self.pad
+    }
+
+    /// The model's input shape `[s², padded / s, padded / s]`.
+    pub fn model_shape(&self) -> [usize; 3] {
+        let s = self.space_to_depth;
+        let side = self.padded_size() / s;
+        [s * s, side, side]
+    }
+
+    /// Writes one image into `out` (`s²·(padded/s)²` values, the model's layout).
+    ///
+    /// `pixels` are `size x size` bytes, row-major. `noise`, when given, holds one value in
+    /// `[0, 1)` per *padded* pixel (row-major), added as `noise/255` before normalization
+    /// (dequantization; the sum is clamped to `[0, 1]` as the reference does). `flip`
+    /// mirrors the image left-right.
+    pub fn write(&self, pixels: &[u8], noise: Option<&[f32]>, flip: bool, out: &mut [f32]) {
+        let (n, p, s) = (self.size, self.pad, self.space_to_depth);
+        let side = self.padded_size();
+        let small = side / s;
+        debug_assert_eq!(pixels.len(), n * n);
+        debug_assert_eq!(out.len(), side * side);
+        for y in 0..side {
+            for x in 0..side {
+                let source = if y >= p && y < p + n && x >= p && x < p + n {
+                    let (sy, sx) = (y - p, x - p);
+                    let sx = if flip { n - 1 - sx } else { sx };
+                    pixels[sy * n + sx]
+                } else {
+                    0
+                };
+                let mut value = f32::from(source) / 255.0;
+                if let Some(noise) = noise {
+                    value = (value + noise[y * side + x] / 255.0).min(1.0);
+                }
+                let channel = s * (y % s) + x % s;
+                out[(channel * small + y / s) * small + x / s] = (value - self.mean) / self.std;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_to_depth_layout() {
+        let spec = GrayscaleInput {
+            size: 2,
+            pad: 1,
+            mean: 0.0,
+            std: 1.0,
+            space_to_depth: 2,
+        };
+        let v = |p: f32| p / 255.0;
+        assert_eq!(spec.model_shape(), [4, 2, 2]);
+        let mut out = vec![0.0; 16];
+        spec.write(&[1, 2, 3, 4], None, false, &mut out);
+        // padded 4x4: row 1 = [0,1,2,0], row 2 = [0,3,4,0]; channel 3 = pixels (odd row, odd col)
+        assert_eq!(&out[12..16], &[v(1.0), 0.0, 0.0, 0.0]);
+        assert_eq!(&out[0..4], &[0.0, 0.0, 0.0, v(4.0)]);
+        let mut flipped = vec![0.0; 16];
+        spec.write(&[1, 2, 3, 4], None, true, &mut flipped);
+        assert_eq!(&flipped[8..12], &[0.0, v(1.0), 0.0, 0.0]);
+        assert_eq!(&flipped[0..4], &[0.0, 0.0, 0.0, v(3.0)]);
+    }
+}
