@@ -27,6 +27,7 @@ fn mini_config() -> GcConfig {
         blocks: vec![1, 2, 1, 1],
         strides: vec![1, 2, 1, 2],
         entry_1x1_hidden: 48,
+        input: None,
         ..GcConfig::imagenet()
     }
 }

@@ -198,6 +198,79 @@ pub fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output, D
     }
 }
 
+/// A computation that needs gradients (training), on any backend with autodiff.
+#[cfg(feature = "autodiff")]
+pub trait AutodiffTask {
+    /// What it returns.
+    type Output;
+    /// Runs on the autodiff backend `B` and `device`.
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `task` on the autodiff wrapper of the backend `spec` names.
+///
+/// # Errors
+/// As [`run_on`].
+#[cfg(feature = "autodiff")]
+pub fn run_on_autodiff<T: AutodiffTask>(
+    spec: &DeviceSpec,
+    task: T,
+) -> Result<T::Output, DeviceError> {
+    use burn::backend::Autodiff;
+    match *spec {
+        DeviceSpec::Cpu => {
+            #[cfg(feature = "flex")]
+            {
+                Ok(task.run::<Autodiff<Cpu>>(Default::default()))
+            }
+            #[cfg(not(feature = "flex"))]
+            {
+                let _ = task;
+                Err(DeviceError::NotCompiled {
+                    device: *spec,
+                    feature: "flex",
+                })
+            }
+        }
+        DeviceSpec::Wgpu(index) => {
+            #[cfg(feature = "wgpu")]
+            {
+                use burn::backend::wgpu::WgpuDevice;
+                let device = match index {
+                    None => WgpuDevice::DefaultDevice,
+                    Some(n) => WgpuDevice::DiscreteGpu(n),
+                };
+                probe::<Wgpu>(spec, &device)?;
+                Ok(task.run::<Autodiff<Wgpu>>(device))
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = (task, index);
+                Err(DeviceError::NotCompiled {
+                    device: *spec,
+                    feature: "wgpu",
+                })
+            }
+        }
+        DeviceSpec::Cuda(index) => {
+            #[cfg(feature = "cuda")]
+            {
+                let device = burn::backend::cuda::CudaDevice::new(index);
+                probe::<Cuda>(spec, &device)?;
+                Ok(task.run::<Autodiff<Cuda>>(device))
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = (task, index);
+                Err(DeviceError::NotCompiled {
+                    device: *spec,
+                    feature: "cuda",
+                })
+            }
+        }
+    }
+}
+
 /// Starts the backend with a one-element computation; a panic in the backend (a missing
 /// driver library, no adapter) becomes [`DeviceError::Unavailable`].
 #[allow(dead_code)]

@@ -54,6 +54,12 @@ pub struct GcConfig {
     /// BatchNorm ε.
     #[serde(default = "default_bn_eps")]
     pub bn_eps: f64,
+    /// Class names in index order (empty: unnamed classes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
+    /// How images become inputs (empty: the caller provides tensors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<crate::input::InputSpec>,
 }
 
 fn default_rebalance() -> f64 {
@@ -198,6 +204,8 @@ impl GcConfig {
             permute_seed: 0,
             bn_momentum: 0.05,
             bn_eps: 1e-5,
+            class_names: Vec::new(),
+            input: Some(crate::input::InputSpec::imagenet()),
         }
     }
 
@@ -332,6 +340,22 @@ impl GcConfig {
                 width,
                 factor,
             });
+        }
+        if !self.class_names.is_empty() && self.class_names.len() != self.n_classes {
+            return Err(invalid(
+                "class_names",
+                format!("{} names", self.class_names.len()),
+                "must be empty or name every class",
+            ));
+        }
+        if let Some(input) = &self.input
+            && input.model_shape() != self.input_shape
+        {
+            return Err(invalid(
+                "input",
+                format!("{:?}", input.model_shape()),
+                "the input representation must produce `input_shape`",
+            ));
         }
         let total = self.checked_total_dims()?;
         if self.n_loss_dims >= total {

@@ -24,6 +24,7 @@
 //! config.planes = vec![8, 8];
 //! config.blocks = vec![1, 1];
 //! config.strides = vec![1, 2];
+//! config.input = None; // tensors are given directly
 //!
 //! let device = Default::default();
 //! let model = GenerativeClassifier::<Flex>::new(&config, &device).unwrap();
@@ -40,6 +41,7 @@
 pub mod config;
 pub mod flow;
 pub mod head;
+pub mod input;
 pub mod keymap;
 pub mod layers;
 pub mod model;

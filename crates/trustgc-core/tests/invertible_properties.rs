@@ -422,6 +422,8 @@ fn tiny_config(strides: Vec<usize>) -> GcConfig {
         permute_seed: 0,
         bn_momentum: 0.05,
         bn_eps: 1e-5,
+        class_names: Vec::new(),
+        input: None,
     }
 }
 

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use trustgc::input::GrayscaleInput;
 use trustgc_core::head::HeadInit;
+use trustgc_core::input::{GrayscaleInput, InputSpec};
 use trustgc_core::{Beta, GcConfig};
 
 use crate::schedule::LrSchedule;
@@ -90,12 +90,9 @@ pub enum DataConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// The architecture.
+    /// The architecture, with the input representation (grayscale for IDX data) and the
+    /// class names.
     pub model: GcConfig,
-    /// How images become inputs.
-    pub input: GrayscaleInput,
-    /// Class names (index order).
-    pub class_names: Vec<String>,
     /// The data.
     pub data: DataConfig,
     /// The IB objective's β.
@@ -143,47 +140,47 @@ impl TrainConfig {
                 n_classes: 10,
                 n_loss_dims: 128,
                 mu_low_rank_k: 0,
-                base_width: 64,
+                base_width: 32,
                 planes: vec![128, 128],
                 blocks: vec![4, 4],
                 strides: vec![1, 1],
                 clamp: 0.7,
                 act_norm: 0.7,
-                entry_1x1_hidden: 128,
+                entry_1x1_hidden: 64,
                 haar_rebalance: 0.5,
                 dct_rebalance: 0.5,
                 permute_seed: 0,
                 bn_momentum: 0.05,
                 bn_eps: 1e-5,
+                class_names: [
+                    "T-shirt/top",
+                    "Trouser",
+                    "Pullover",
+                    "Dress",
+                    "Coat",
+                    "Sandal",
+                    "Shirt",
+                    "Sneaker",
+                    "Bag",
+                    "Ankle boot",
+                ]
+                .map(String::from)
+                .to_vec(),
+                input: Some(InputSpec::Grayscale(input)),
             },
-            input,
-            class_names: [
-                "T-shirt/top",
-                "Trouser",
-                "Pullover",
-                "Dress",
-                "Coat",
-                "Sandal",
-                "Shirt",
-                "Sneaker",
-                "Bag",
-                "Ankle boot",
-            ]
-            .map(String::from)
-            .to_vec(),
             data: DataConfig::Idx {
                 dir: data_dir,
                 validation: 5000,
                 limit: None,
             },
-            beta: BetaSpec::Finite(8.0),
+            beta: BetaSpec::Finite(16.0),
             label_smoothing: 0.05,
             optimizer: OptimizerConfig::Adam {
                 lr: 1e-3,
                 weight_decay: 0.0,
             },
             schedule: LrSchedule::Cosine { min_factor: 0.01 },
-            epochs: 30,
+            epochs: 20,
             batch_size: 64,
             seed: 1,
             clip_grad_norm: Some(8.0),
@@ -198,23 +195,20 @@ impl TrainConfig {
         }
     }
 
+    /// The grayscale representation IDX images need.
+    pub fn grayscale(&self) -> Result<&GrayscaleInput, String> {
+        match &self.model.input {
+            Some(InputSpec::Grayscale(g)) => Ok(g),
+            other => Err(format!(
+                "IDX data needs a grayscale input representation in model.input, got {other:?}"
+            )),
+        }
+    }
+
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate().map_err(|e| e.to_string())?;
-        if self.model.input_shape != self.input.model_shape() {
-            return Err(format!(
-                "model.input_shape {:?} differs from the input representation's {:?}",
-                self.model.input_shape,
-                self.input.model_shape()
-            ));
-        }
-        if self.class_names.len() != self.model.n_classes {
-            return Err(format!(
-                "{} class names for {} classes",
-                self.class_names.len(),
-                self.model.n_classes
-            ));
-        }
+        self.grayscale()?;
         if self.beta.beta().is_none() {
             return Err(format!(
                 "beta {:?} is neither a number ≥ 0 nor \"inf\"",

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use trustgc::input::GrayscaleInput;
 use trustgc_core::head::smoothed_targets;
+use trustgc_core::input::GrayscaleInput;
 use trustgc_core::rng::{Mt19937, permutation_from};
 
 use crate::idx::{IdxError, read_images, read_labels};

@@ -204,22 +204,20 @@ pub fn run<B: AutodiffBackend>(
             model
         }
     };
-    model.check_input(&[
-        1,
-        config.input.model_shape()[0],
-        config.input.model_shape()[1],
-        config.input.model_shape()[2],
-    ])?;
+    let grayscale = config.grayscale().map_err(TrainError::Config)?.clone();
+    let [c, h, w] = grayscale.model_shape();
+    model.check_input(&[1, c, h, w])?;
     let mut model = model;
     if config.mu_only {
         model.flow = model.flow.no_grad();
     }
 
     let beta = config.beta.beta().expect("validated");
-    let bits_offset = 0.5 * (2.0 * std::f64::consts::PI).ln()
-        + (config.model.n_classes as f64).ln() / config.model.total_dims() as f64
-        + 255f64.ln()
-        + f64::from(config.input.std).ln();
+    let bits_offset = crate::eval::bits_offset(
+        config.model.n_classes,
+        config.model.total_dims(),
+        f64::from(grayscale.std).ln(),
+    );
     let settings = StepSettings {
         beta,
         clip_norm: config.clip_grad_norm,
@@ -240,7 +238,7 @@ pub fn run<B: AutodiffBackend>(
         flip: config.flip,
         label_smoothing: config.label_smoothing,
         classes: config.model.n_classes,
-        input: config.input.clone(),
+        input: grayscale,
     };
     let valid_settings = LoaderSettings {
         shuffle: None,

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod csv;
 pub mod data;
+pub mod eval;
 pub mod fit;
 pub mod idx;
 pub mod recorder;

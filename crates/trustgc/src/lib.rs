@@ -5,7 +5,6 @@
 
 pub mod error;
 pub mod import;
-pub mod input;
 pub mod native;
 
 pub use error::{KeyReport, LoadError, ShapeMismatch};

@@ -129,6 +129,8 @@ pub fn mini_config() -> GcConfig {
         permute_seed: n(&v["head"]["permute_random_seed"]) as u32,
         bn_momentum: backbone["bn_momentum"].as_f64().unwrap(),
         bn_eps: backbone["bn_eps"].as_f64().unwrap(),
+        class_names: Vec::new(),
+        input: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! How an image becomes the tensor a model takes.
+//! How an image becomes the tensor a model takes: the representation part of a model's
+//! config (decoding and resizing image files live in `trustgc`).
 //!
 //! [`GrayscaleInput`] is the representation of single-channel images (Fashion-MNIST):
 //! the entry coupling of the IB-INN splits its input's channels in two, so a one-channel
@@ -10,6 +11,57 @@
 //! same dequantization noise in training, so it carries no special information.
 
 use serde::{Deserialize, Serialize};
+
+/// The input representation a model was trained with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InputSpec {
+    /// torchvision's ImageNet eval transform: `Resize(resize)` (PIL bilinear, antialiased),
+    /// `CenterCrop(crop)`, `ToTensor`, `Normalize(mean, std)`.
+    ImageNet {
+        /// Shorter side after resizing (256).
+        resize: usize,
+        /// Side of the center crop (224).
+        crop: usize,
+        /// Per-channel means (RGB).
+        mean: [f32; 3],
+        /// Per-channel standard deviations (RGB).
+        std: [f32; 3],
+    },
+    /// A grayscale image padded and folded into channels, see [`GrayscaleInput`].
+    Grayscale(GrayscaleInput),
+}
+
+impl InputSpec {
+    /// The released ImageNet models' eval transform.
+    pub fn imagenet() -> Self {
+        InputSpec::ImageNet {
+            resize: 256,
+            crop: 224,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+
+    /// The model input shape `[channels, height, width]` this representation produces.
+    pub fn model_shape(&self) -> [usize; 3] {
+        match self {
+            InputSpec::ImageNet { crop, .. } => [3, *crop, *crop],
+            InputSpec::Grayscale(g) => g.model_shape(),
+        }
+    }
+
+    /// `Σ_d ln std_d / D`: the mean log standard deviation over the model's input
+    /// dimensions (the Normalize Jacobian per dimension, for bits per dimension).
+    pub fn mean_log_std(&self) -> f64 {
+        match self {
+            InputSpec::ImageNet { std, .. } => {
+                std.iter().map(|s| f64::from(*s).ln()).sum::<f64>() / 3.0
+            }
+            InputSpec::Grayscale(g) => f64::from(g.std).ln(),
+        }
+    }
+}
 
 /// The grayscale representation: pad, scale to `[0, 1]`, normalize, space-to-depth.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,47 @@
+//! `trustgc`: the command line of trustgc.
+
+mod model_dir;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Generative classifiers: train, evaluate, convert and run them.
+#[derive(Parser, Debug)]
+#[command(name = "trustgc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a generative classifier.
+    Train(train::TrainArgs),
+    /// Fine-tune a trained or converted model (all parameters, or the class means only).
+    Finetune(train::FinetuneArgs),
+    /// Accuracy, nll and bits/dim of a model on a labelled dataset.
+    Eval(train::EvalArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train::train(args),
+        Command::Finetune(args) => train::finetune(args),
+        Command::Eval(args) => train::eval(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&*e);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
