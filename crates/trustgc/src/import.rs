@@ -80,6 +80,7 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, RawTensor>, LoadE
                     .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
                     .collect(),
             ),
+            Dtype::U8 => RawValues::Int(data.iter().map(|&b| i64::from(b)).collect()),
             Dtype::I32 => RawValues::Int(
                 data.chunks_exact(4)
                     .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
@@ -89,7 +90,7 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, RawTensor>, LoadE
                 return Err(LoadError::DType {
                     key: name,
                     found: format!("{other:?}"),
-                    expected: "a float (f16, bf16, f32, f64) or integer (i32, i64) dtype",
+                    expected: "a float (f16, bf16, f32, f64) or integer (u8, i32, i64) dtype",
                 });
             }
         };

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod import;
 pub mod native;
+pub mod preprocess;
 
 pub use error::{KeyReport, LoadError, ShapeMismatch};
 pub use trustgc_backend as backend;
