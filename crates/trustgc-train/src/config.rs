@@ -180,7 +180,7 @@ impl TrainConfig {
                 weight_decay: 0.0,
             },
             schedule: LrSchedule::Cosine { min_factor: 0.01 },
-            epochs: 20,
+            epochs: 12,
             batch_size: 64,
             seed: 1,
             clip_grad_norm: Some(8.0),
