@@ -1,5 +1,6 @@
 //! `trustgc`: the command line of trustgc.
 
+mod classify;
 mod model_dir;
 mod train;
 
@@ -23,7 +24,16 @@ enum Command {
     Finetune(train::FinetuneArgs),
     /// Accuracy, nll and bits/dim of a model on a labelled dataset.
     Eval(train::EvalArgs),
+    /// Classify images: per-class likelihoods, posteriors and a verdict.
+    Classify(classify::ClassifyArgs),
+    /// Write images as the model sees them (a batch tensor `x`, safetensors).
+    Preprocess(classify::PreprocessArgs),
+    /// Fit the out-of-distribution statistics of a model on in-distribution data.
+    FitOod(classify::FitOodArgs),
 }
+
+/// Exit code when some images could not be classified (the others were).
+const EXIT_SOME_FAILED: i32 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,6 +41,13 @@ fn main() -> ExitCode {
         Command::Train(args) => train::train(args),
         Command::Finetune(args) => train::finetune(args),
         Command::Eval(args) => train::eval(args),
+        Command::Classify(args) => classify::classify(args).map(|failures| {
+            if failures > 0 {
+                std::process::exit(EXIT_SOME_FAILED);
+            }
+        }),
+        Command::Preprocess(args) => classify::preprocess(args),
+        Command::FitOod(args) => classify::fit_ood(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,54 +1,50 @@
-//! A model folder: `config.json` (a `GcConfig`) and `model.safetensors` (trustgc names).
+//! Finding and opening models named on the command line.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use trustgc::LoadError;
-use trustgc::native::load_safetensors;
-use trustgc_core::{GcConfig, GenerativeClassifier};
+use trustgc::classifier::read_model_config;
+use trustgc::{Classifier, ModelDirError};
+use trustgc_core::GenerativeClassifier;
 
-/// Why a model folder could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelDirError {
-    /// `config.json` is missing or unreadable.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `config.json` is not a valid config.
-    #[error("{path}: {source}")]
-    Config {
-        /// The file.
-        path: PathBuf,
-        /// The parse or validation error.
-        #[source]
-        source: trustgc_core::ConfigError,
-    },
-    /// The weights could not be loaded.
-    #[error(transparent)]
-    Load(#[from] LoadError),
+/// The model shipped in the repository and used when `--model` is not given.
+pub const DEFAULT_MODEL: &str = "fashion-mnist";
+
+/// Where the shipped models live.
+pub fn weights_dir() -> PathBuf {
+    match std::env::var_os("TRUSTGC_WEIGHTS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../weights"),
+    }
 }
 
-/// Reads `dir/config.json`.
-pub fn read_config(dir: &Path) -> Result<GcConfig, ModelDirError> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| ModelDirError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    GcConfig::from_json(&text).map_err(|source| ModelDirError::Config { path, source })
+/// A model folder from a name (`fashion-mnist`) or a path.
+pub fn resolve(model: &str) -> PathBuf {
+    let path = Path::new(model);
+    if path.is_dir() {
+        return path.to_path_buf();
+    }
+    let shipped = weights_dir().join(model);
+    if shipped.is_dir() {
+        return shipped;
+    }
+    path.to_path_buf()
 }
 
-/// Loads the model in `dir`.
+/// Opens a model folder as a [`Classifier`].
+pub fn classifier<B: Backend>(
+    model: &str,
+    device: &B::Device,
+) -> Result<Classifier<B>, ModelDirError> {
+    Classifier::from_dir(&resolve(model), device)
+}
+
+/// Loads the model in `dir` (config and weights, no OOD statistics).
 pub fn load<B: Backend>(
     dir: &Path,
     device: &B::Device,
-) -> Result<(GcConfig, GenerativeClassifier<B>), ModelDirError> {
-    let config = read_config(dir)?;
-    let model = load_safetensors(&dir.join("model.safetensors"), &config, device)?;
+) -> Result<(trustgc_core::GcConfig, GenerativeClassifier<B>), ModelDirError> {
+    let config = read_model_config(dir)?;
+    let model = trustgc::native::load_safetensors(&dir.join("model.safetensors"), &config, device)?;
     Ok((config, model))
 }

@@ -231,7 +231,7 @@ pub fn train(args: TrainArgs) -> Result<(), BoxError> {
 
 /// `trustgc finetune`.
 pub fn finetune(args: FinetuneArgs) -> Result<(), BoxError> {
-    let model = model_dir::read_config(&args.from)?;
+    let model = trustgc::classifier::read_model_config(&args.from)?;
     let data = args.options.data.clone().ok_or("--data is needed")?;
     let mut config = TrainConfig::fashion_mnist(data);
     config.model = model;
@@ -263,7 +263,10 @@ impl BackendTask for EvalTask {
     type Output = Result<EvalReport, BoxError>;
 
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
-        let (config, model) = model_dir::load::<B>(&self.args.model, &device)?;
+        let (config, model) = model_dir::load::<B>(
+            &model_dir::resolve(&self.args.model.to_string_lossy()),
+            &device,
+        )?;
         let Some(InputSpec::Grayscale(input)) = &config.input else {
             return Err(format!(
                 "{}: eval on IDX data needs a grayscale input representation in config.json",

@@ -62,6 +62,15 @@ pub struct GcConfig {
     pub input: Option<crate::input::InputSpec>,
 }
 
+/// The 1000 ImageNet-1k class names in class-index order (torchvision's list).
+pub fn imagenet_class_names() -> Vec<String> {
+    include_str!("../data/imagenet_class_names.txt")
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 fn default_rebalance() -> f64 {
     0.5
 }
@@ -204,7 +213,7 @@ impl GcConfig {
             permute_seed: 0,
             bn_momentum: 0.05,
             bn_eps: 1e-5,
-            class_names: Vec::new(),
+            class_names: imagenet_class_names(),
             input: Some(crate::input::InputSpec::imagenet()),
         }
     }
@@ -572,6 +581,8 @@ mod tests {
         assert_eq!(config.conv_dims(), 147_456);
         assert_eq!(config.dct_size(), 7);
         assert_eq!(config.final_channels(), 3072);
+        assert_eq!(config.class_names.len(), 1000);
+        assert_eq!(config.class_names[0], "tench");
         let nodes = config.nodes();
         assert_eq!(nodes.len(), 25);
         assert_eq!(nodes[17].name, "Strided entry_flow");

@@ -1,0 +1,344 @@
+//! `trustgc classify`, `trustgc preprocess` and `trustgc fit-ood`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use trustgc::preprocess::{model_input, read_image};
+use trustgc::{Classifier, Likelihoods, OodStats, Verdict};
+use trustgc_backend::{BackendTask, DeviceSpec, run_on};
+use trustgc_core::input::InputSpec;
+use trustgc_train::data::{EpochLoader, IdxSplit, LabeledImages, LoaderSettings};
+
+use crate::model_dir;
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// `trustgc classify`.
+#[derive(Args, Debug)]
+pub struct ClassifyArgs {
+    /// Image files (PNG or JPEG).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// A shipped model's name or a model folder.
+    #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
+    model: String,
+    /// How many classes to list per image.
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// One JSON object per line instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N` (default: $BURN_DEVICE, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// `trustgc preprocess`.
+#[derive(Args, Debug)]
+pub struct PreprocessArgs {
+    /// Image files.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Use this model's input representation.
+    #[arg(long, conflicts_with = "preset")]
+    model: Option<String>,
+    /// Use a built-in representation: `imagenet` (the released models' eval transform).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Where to write the batch `x` `[B, C, H, W]` (safetensors).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+/// `trustgc fit-ood`.
+#[derive(Args, Debug)]
+pub struct FitOodArgs {
+    /// Folder with labelled in-distribution images as IDX files.
+    #[arg(long)]
+    data: PathBuf,
+    /// `test` (t10k-*) or `train`.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Use the first this many images to fit and measure the false-alarm rate on the rest.
+    #[arg(long)]
+    calibrate: Option<usize>,
+    /// The per-test false-alarm rate.
+    #[arg(long, default_value_t = 0.01)]
+    alpha: f64,
+    /// A shipped model's name or a model folder (`ood.json` is written into it).
+    #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
+    model: String,
+    /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N`.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+fn device(spec: &Option<String>) -> Result<DeviceSpec, BoxError> {
+    Ok(match spec {
+        Some(text) => DeviceSpec::parse(text)?,
+        None => DeviceSpec::from_env()?,
+    })
+}
+
+fn verdict_text(verdict: &Option<Verdict>, names: &dyn Fn(usize) -> String) -> String {
+    match verdict {
+        None => "-".into(),
+        Some(Verdict::Confident { class }) => format!("agrees with {}", names(*class)),
+        Some(Verdict::Ambiguous { classes }) => {
+            let list: Vec<String> = classes.iter().map(|c| names(*c)).collect();
+            format!("ambiguous: {}", list.join(", "))
+        }
+        Some(Verdict::OutOfDistribution { .. }) => "OUT OF DISTRIBUTION: matches no class".into(),
+    }
+}
+
+fn print_table(path: &std::path::Path, result: &Likelihoods, top_k: usize) {
+    let names = |c: usize| {
+        result
+            .class_names
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| c.to_string())
+    };
+    println!("{}", path.display());
+    let bpd = result
+        .bits_per_dim
+        .map(|b| format!("{b:.3} bits/dim, "))
+        .unwrap_or_default();
+    println!(
+        "  {bpd}log p(x) = {:.1} nats; verdict: {}",
+        result.log_marginal,
+        verdict_text(&result.verdict, &names)
+    );
+    println!(
+        "  {:<24} {:>10} {:>18}",
+        "class", "posterior", "log p(x|y) [nats]"
+    );
+    for score in result.top_k(top_k) {
+        println!(
+            "  {:<24} {:>10.4} {:>18.1}",
+            score.name, score.posterior, score.log_likelihood
+        );
+    }
+}
+
+struct ClassifyTask {
+    args: ClassifyArgs,
+}
+
+impl BackendTask for ClassifyTask {
+    type Output = Result<usize, BoxError>;
+
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        let classifier: Classifier<B> = model_dir::classifier(&args.model, &device)?;
+        let bar = (args.images.len() > 1 && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(args.images.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                    .expect("a valid template"),
+            );
+            bar
+        });
+        let mut failures = 0;
+        for path in &args.images {
+            match classifier.likelihoods_file(path) {
+                Ok(result) => {
+                    let emit = || {
+                        if args.json {
+                            let mut value =
+                                serde_json::to_value(&result).expect("likelihoods serialize");
+                            value["image"] = serde_json::json!(path.display().to_string());
+                            value["top_k"] = serde_json::to_value(result.top_k(args.top_k))
+                                .expect("scores serialize");
+                            println!("{value}");
+                        } else {
+                            print_table(path, &result, args.top_k);
+                        }
+                    };
+                    match &bar {
+                        Some(bar) => bar.suspend(emit),
+                        None => emit(),
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    let report = || eprintln!("error: {}: {e}", path.display());
+                    match &bar {
+                        Some(bar) => bar.suspend(report),
+                        None => report(),
+                    }
+                }
+            }
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        Ok(failures)
+    }
+}
+
+/// `trustgc classify`: returns how many images failed.
+pub fn classify(args: ClassifyArgs) -> Result<usize, BoxError> {
+    let spec = device(&args.device)?;
+    run_on(&spec, ClassifyTask { args })?
+}
+
+/// `trustgc preprocess`.
+pub fn preprocess(args: PreprocessArgs) -> Result<(), BoxError> {
+    let spec = match (&args.model, args.preset.as_deref()) {
+        (Some(model), _) => trustgc::classifier::read_model_config(&model_dir::resolve(model))?
+            .input
+            .ok_or("the model has no input representation")?,
+        (None, Some("imagenet")) | (None, None) => InputSpec::imagenet(),
+        (None, Some(other)) => {
+            return Err(format!("--preset {other}: only `imagenet` is built in").into());
+        }
+    };
+    let [c, h, w] = spec.model_shape();
+    let mut data: Vec<f32> = Vec::with_capacity(args.images.len() * c * h * w);
+    for path in &args.images {
+        let image = read_image(path)?;
+        data.extend(model_input(&image, &spec, path)?);
+    }
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![args.images.len(), c, h, w],
+        &bytes,
+    )?;
+    let encoded = safetensors::serialize(vec![("x".to_string(), view)], None)?;
+    trustgc::native::write_atomically(&args.output, &encoded)?;
+    eprintln!(
+        "wrote x [{}, {c}, {h}, {w}] to {}",
+        args.images.len(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+struct FitOodTask {
+    args: FitOodArgs,
+}
+
+impl BackendTask for FitOodTask {
+    type Output = Result<(OodStats, Option<f64>, PathBuf), BoxError>;
+
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        let dir = model_dir::resolve(&args.model);
+        let classifier: Classifier<B> = Classifier::from_dir(&dir, &device)?;
+        let config = classifier.config().clone();
+        let Some(InputSpec::Grayscale(input)) = &config.input else {
+            return Err("fit-ood on IDX data needs a grayscale model".into());
+        };
+        let split = match args.split.as_str() {
+            "test" => IdxSplit::Test,
+            "train" => IdxSplit::Train,
+            other => return Err(format!("--split {other}: use `test` or `train`").into()),
+        };
+        let data = Arc::new(LabeledImages::read_idx(
+            &args.data,
+            split,
+            config.n_classes,
+        )?);
+        let settings = LoaderSettings {
+            batch_size: 100,
+            shuffle: None,
+            dequantize: None,
+            noise_per_epoch: false,
+            flip: false,
+            label_smoothing: 0.0,
+            classes: config.n_classes,
+            input: input.clone(),
+        };
+        let loader = EpochLoader::<B>::new(
+            data.clone(),
+            (0..data.len()).collect(),
+            settings,
+            0,
+            device.clone(),
+        );
+        let d = config.total_dims() as f64;
+        let (mut marginal, mut classes, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let bar = std::io::stderr()
+            .is_terminal()
+            .then(|| ProgressBar::new(data.len() as u64));
+        for batch in burn::data::dataloader::DataLoader::iter(&loader) {
+            for (result, label) in classifier
+                .likelihoods_tensor(batch.x)?
+                .into_iter()
+                .zip(batch.labels)
+            {
+                marginal.push(result.log_marginal / d);
+                classes.push(
+                    result
+                        .class_log_likelihoods
+                        .iter()
+                        .map(|l| l / d)
+                        .collect::<Vec<f64>>(),
+                );
+                labels.push(label);
+            }
+            if let Some(bar) = &bar {
+                bar.set_position(labels.len() as u64);
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let fit_count = args.calibrate.unwrap_or(labels.len()).min(labels.len());
+        let source = format!(
+            "{} split of {}, images 0..{fit_count}",
+            args.split,
+            args.data
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let stats = OodStats::fit(
+            args.alpha,
+            &marginal[..fit_count],
+            &classes[..fit_count],
+            &labels[..fit_count],
+            source,
+        );
+        let held_out = (fit_count < labels.len()).then(|| {
+            let alarms = (fit_count..labels.len())
+                .filter(|&i| {
+                    stats.verdict(marginal[i], &classes[i])
+                        != Verdict::Confident { class: labels[i] }
+                })
+                .count();
+            alarms as f64 / (labels.len() - fit_count) as f64
+        });
+        Ok((stats, held_out, dir))
+    }
+}
+
+/// `trustgc fit-ood`.
+pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
+    let spec = device(&args.device)?;
+    let (stats, held_out, dir) = run_on(&spec, FitOodTask { args })??;
+    let path = dir.join("ood.json");
+    trustgc::native::write_atomically(&path, serde_json::to_string_pretty(&stats)?.as_bytes())?;
+    println!(
+        "fitted on {} images (alpha {}): log p(x)/D typical range [{:.4}, {:.4}]",
+        stats.images, stats.alpha, stats.marginal_low, stats.marginal_high
+    );
+    println!(
+        "false alarms (not 'confident' in the right class) on the fitting images: {:.2} %",
+        100.0 * stats.false_alarm_rate
+    );
+    if let Some(rate) = held_out {
+        println!("false alarms on the held-out images: {:.2} %", 100.0 * rate);
+    }
+    println!("wrote {}", path.display());
+    Ok(())
+}

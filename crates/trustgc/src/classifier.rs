@@ -1,0 +1,512 @@
+//! [`Classifier`]: what users call. A generative classifier with its config, ready to say
+//! how likely an image is under each class, which class it is, and whether it looks like
+//! anything the model knows.
+//!
+//! # Units and formulas
+//! `D` is the number of input dimensions (`C·H·W` of the model input), `d_y` the squared
+//! distance of the latent to class `y`'s mean, `log|det J|` the flow's log-determinant.
+//! - `class_log_likelihoods[y] = log p(x|y) = −½ d_y + log|det J| − (D/2) ln 2π`, in nats,
+//!   for `x` in the model's input space (after normalization).
+//! - `log_posterior[y] = log p(y|x) = log p(x|y) + log π_y − log Σ_y' π_y' p(x|y')`, with
+//!   the prior `π` uniform unless set with [`Classifier::with_prior`].
+//! - `log_marginal = log p(x) = log Σ_y π_y p(x|y)`, nats.
+//! - `bits_per_dim`: `−log p(x)` of the 8-bit image, per dimension, in bits:
+//!   `(−log p(x) + D·mean_c ln std_c + D·ln 255) / (D·ln 2)` (the normalization's and the
+//!   1/255 scaling's Jacobians; no dequantization noise is added at inference).
+//! - `logits = −½ d` are the reference's `logits_tr`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use image::DynamicImage;
+use serde::{Deserialize, Serialize};
+use trustgc_core::head::ClassNorms;
+use trustgc_core::{GcConfig, GenerativeClassifier, InputShapeError};
+
+use crate::preprocess::{ImageError, model_input, read_image};
+
+/// Why a classification could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    /// The image could not be read or converted.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The model has no input representation, so it cannot take images (give tensors).
+    #[error(
+        "the model's config has no `input` representation; pass tensors to `likelihoods_tensor`"
+    )]
+    NoInputSpec,
+    /// A tensor of the wrong shape.
+    #[error(transparent)]
+    Shape(#[from] InputShapeError),
+    /// The input holds NaN or infinite values.
+    #[error("input {index} holds {count} non-finite values (NaN or infinity)")]
+    NonFinite {
+        /// Which input of the batch.
+        index: usize,
+        /// How many values.
+        count: usize,
+    },
+    /// A prior of the wrong length or with non-positive entries.
+    #[error("the class prior needs {classes} positive finite weights")]
+    Prior {
+        /// The number of classes.
+        classes: usize,
+    },
+}
+
+/// How one input relates to the classes, decided by typicality tests (see [`OodStats`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Typical, and typical of exactly one class.
+    Confident {
+        /// The class.
+        class: usize,
+    },
+    /// Typical of several classes.
+    Ambiguous {
+        /// The classes, most likely first.
+        classes: Vec<usize>,
+    },
+    /// Typical of no class: the model has not seen anything like it.
+    OutOfDistribution {
+        /// `log p(x)/D` was outside the typical range of in-distribution inputs.
+        atypical_marginal: bool,
+    },
+}
+
+/// Reference statistics of in-distribution data for the typicality tests, stored as
+/// `ood.json` beside a model (`trustgc fit-ood` computes them).
+///
+/// Scores are per dimension (`log p/D`, nats). Each threshold is a quantile of the
+/// calibration images' scores: an in-distribution input fails the marginal test with
+/// probability `alpha` (`alpha/2` on each side) and its own class's test with probability
+/// `alpha`; the false-alarm rate of "not confident" measured on the calibration images is
+/// `false_alarm_rate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OodStats {
+    /// The per-test false-alarm rate the thresholds were set for.
+    pub alpha: f64,
+    /// Typical range of `log p(x)/D`: lower bound (the `alpha/2` quantile).
+    pub marginal_low: f64,
+    /// Typical range of `log p(x)/D`: upper bound (the `1 − alpha/2` quantile).
+    pub marginal_high: f64,
+    /// For each class, the `alpha` quantile of `log p(x|y)/D` over calibration images of
+    /// that class: a class "agrees" with an input scoring at least this.
+    pub class_low: Vec<f64>,
+    /// Calibration images used.
+    pub images: usize,
+    /// Fraction of calibration images whose verdict was not `Confident` with their own
+    /// label (a measured false-alarm rate of the whole procedure).
+    pub false_alarm_rate: f64,
+    /// Where the calibration images came from.
+    pub source: String,
+}
+
+impl OodStats {
+    /// The verdict for one input's scores.
+    pub fn verdict(
+        &self,
+        log_marginal_per_dim: f64,
+        class_log_likelihoods_per_dim: &[f64],
+    ) -> Verdict {
+        let atypical = !(log_marginal_per_dim >= self.marginal_low
+            && log_marginal_per_dim <= self.marginal_high);
+        if atypical {
+            return Verdict::OutOfDistribution {
+                atypical_marginal: true,
+            };
+        }
+        let mut agreeing: Vec<usize> = (0..class_log_likelihoods_per_dim.len())
+            .filter(|&y| class_log_likelihoods_per_dim[y] >= self.class_low[y])
+            .collect();
+        agreeing.sort_by(|&a, &b| {
+            class_log_likelihoods_per_dim[b].total_cmp(&class_log_likelihoods_per_dim[a])
+        });
+        match agreeing.len() {
+            0 => Verdict::OutOfDistribution {
+                atypical_marginal: false,
+            },
+            1 => Verdict::Confident { class: agreeing[0] },
+            _ => Verdict::Ambiguous { classes: agreeing },
+        }
+    }
+
+    /// Fits the statistics on calibration inputs: their per-dimension marginal scores,
+    /// class scores and labels.
+    pub fn fit(
+        alpha: f64,
+        marginal: &[f64],
+        classes: &[Vec<f64>],
+        labels: &[usize],
+        source: String,
+    ) -> Self {
+        let quantile = |mut v: Vec<f64>, q: f64| -> f64 {
+            v.retain(|x| x.is_finite());
+            if v.is_empty() {
+                return f64::NEG_INFINITY;
+            }
+            v.sort_by(f64::total_cmp);
+            let pos = q * (v.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+        };
+        let k = classes.first().map_or(0, Vec::len);
+        let class_low = (0..k)
+            .map(|y| {
+                let own: Vec<f64> = labels
+                    .iter()
+                    .zip(classes)
+                    .filter(|(l, _)| **l == y)
+                    .map(|(_, s)| s[y])
+                    .collect();
+                quantile(own, alpha)
+            })
+            .collect();
+        let mut stats = OodStats {
+            alpha,
+            marginal_low: quantile(marginal.to_vec(), alpha / 2.0),
+            marginal_high: quantile(marginal.to_vec(), 1.0 - alpha / 2.0),
+            class_low,
+            images: labels.len(),
+            false_alarm_rate: 0.0,
+            source,
+        };
+        let alarms = labels
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| {
+                stats.verdict(marginal[*i], &classes[*i]) != Verdict::Confident { class: **l }
+            })
+            .count();
+        stats.false_alarm_rate = alarms as f64 / labels.len().max(1) as f64;
+        stats
+    }
+}
+
+/// One class's scores, for top-k lists.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClassScore {
+    /// Class index.
+    pub class: usize,
+    /// Class name (the index as text when the config names none).
+    pub name: String,
+    /// `p(y|x)`.
+    pub posterior: f64,
+    /// `log p(x|y)`, nats.
+    pub log_likelihood: f64,
+}
+
+/// What a generative classifier says about one input. See the module docs for units.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Likelihoods {
+    /// `log p(x|y)` per class, nats, input space, constants included.
+    pub class_log_likelihoods: Vec<f64>,
+    /// `log p(y|x)` per class (with the classifier's prior).
+    pub log_posterior: Vec<f64>,
+    /// `log p(x)`, nats.
+    pub log_marginal: f64,
+    /// Bits per dimension of the 8-bit image (`None` without an input representation).
+    pub bits_per_dim: Option<f64>,
+    /// The reference's logits `−½ d`.
+    pub logits: Vec<f64>,
+    /// The verdict, when the model carries [`OodStats`].
+    pub verdict: Option<Verdict>,
+    /// Class names.
+    #[serde(skip)]
+    pub class_names: Arc<Vec<String>>,
+}
+
+impl Likelihoods {
+    /// The `k` most probable classes, most probable first.
+    pub fn top_k(&self, k: usize) -> Vec<ClassScore> {
+        let mut order: Vec<usize> = (0..self.log_posterior.len()).collect();
+        order.sort_by(|&a, &b| self.log_posterior[b].total_cmp(&self.log_posterior[a]));
+        order
+            .into_iter()
+            .take(k)
+            .map(|class| ClassScore {
+                class,
+                name: self
+                    .class_names
+                    .get(class)
+                    .cloned()
+                    .unwrap_or_else(|| class.to_string()),
+                posterior: self.log_posterior[class].exp(),
+                log_likelihood: self.class_log_likelihoods[class],
+            })
+            .collect()
+    }
+
+    /// The most probable class.
+    pub fn predicted(&self) -> ClassScore {
+        self.top_k(1).remove(0)
+    }
+}
+
+/// A generative classifier ready for inference.
+#[derive(Debug, Clone)]
+pub struct Classifier<B: Backend> {
+    config: GcConfig,
+    model: GenerativeClassifier<B>,
+    norms: ClassNorms<B>,
+    log_prior: Option<Vec<f64>>,
+    ood: Option<OodStats>,
+    class_names: Arc<Vec<String>>,
+    device: B::Device,
+}
+
+fn logsumexp(v: &[f64]) -> f64 {
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + v.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
+}
+
+impl<B: Backend> Classifier<B> {
+    /// Wraps a model and its config.
+    pub fn new(config: GcConfig, model: GenerativeClassifier<B>, device: &B::Device) -> Self {
+        let norms = model.head.class_norms();
+        let class_names = Arc::new(config.class_names.clone());
+        Self {
+            config,
+            model,
+            norms,
+            log_prior: None,
+            ood: None,
+            class_names,
+            device: device.clone(),
+        }
+    }
+
+    /// Attaches out-of-distribution statistics (enables verdicts).
+    pub fn with_ood(mut self, ood: OodStats) -> Self {
+        self.ood = Some(ood);
+        self
+    }
+
+    /// Sets a class prior `π` (weights, normalized here); `None` restores the uniform one.
+    pub fn with_prior(mut self, prior: Option<&[f64]>) -> Result<Self, ClassifyError> {
+        self.log_prior = match prior {
+            None => None,
+            Some(p) => {
+                let k = self.config.n_classes;
+                if p.len() != k || p.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
+                    return Err(ClassifyError::Prior { classes: k });
+                }
+                let total: f64 = p.iter().sum();
+                Some(p.iter().map(|w| (w / total).ln()).collect())
+            }
+        };
+        Ok(self)
+    }
+
+    /// The config.
+    pub fn config(&self) -> &GcConfig {
+        &self.config
+    }
+
+    /// The model.
+    pub fn model(&self) -> &GenerativeClassifier<B> {
+        &self.model
+    }
+
+    /// The out-of-distribution statistics, if any.
+    pub fn ood(&self) -> Option<&OodStats> {
+        self.ood.as_ref()
+    }
+
+    /// Likelihoods of one decoded image.
+    ///
+    /// ```no_run
+    /// # use burn::backend::Flex;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use trustgc::Classifier;
+    /// let classifier = Classifier::<Flex>::from_dir("weights/fashion-mnist".as_ref(), &Default::default())?;
+    /// let image = trustgc::preprocess::read_image("examples/images/ankle-boot.png".as_ref())?;
+    /// let result = classifier.likelihoods(&image)?;
+    /// let best = result.predicted();
+    /// println!("{} (p = {:.3}), log p(x|y) = {:.1} nats", best.name, best.posterior, best.log_likelihood);
+    /// # Ok(()) }
+    /// ```
+    pub fn likelihoods(&self, image: &DynamicImage) -> Result<Likelihoods, ClassifyError> {
+        Ok(self
+            .likelihoods_batch(std::slice::from_ref(image))?
+            .remove(0))
+    }
+
+    /// Likelihoods of an image file.
+    pub fn likelihoods_file(&self, path: &Path) -> Result<Likelihoods, ClassifyError> {
+        let image = read_image(path)?;
+        let spec = self
+            .config
+            .input
+            .as_ref()
+            .ok_or(ClassifyError::NoInputSpec)?;
+        let x = model_input(&image, spec, path)?;
+        let [c, h, w] = self.config.input_shape;
+        let x = Tensor::<B, 4>::from_data(TensorData::new(x, [1, c, h, w]), &self.device);
+        Ok(self.likelihoods_tensor(x)?.remove(0))
+    }
+
+    /// Likelihoods of several decoded images, in one batch.
+    pub fn likelihoods_batch(
+        &self,
+        images: &[DynamicImage],
+    ) -> Result<Vec<Likelihoods>, ClassifyError> {
+        let spec = self
+            .config
+            .input
+            .as_ref()
+            .ok_or(ClassifyError::NoInputSpec)?;
+        let [c, h, w] = self.config.input_shape;
+        let mut data = Vec::with_capacity(images.len() * c * h * w);
+        for image in images {
+            data.extend(model_input(image, spec, Path::new("<image>"))?);
+        }
+        let x =
+            Tensor::<B, 4>::from_data(TensorData::new(data, [images.len(), c, h, w]), &self.device);
+        self.likelihoods_tensor(x)
+    }
+
+    /// Likelihoods of a batch tensor `[batch, C, H, W]`, already preprocessed.
+    pub fn likelihoods_tensor(&self, x: Tensor<B, 4>) -> Result<Vec<Likelihoods>, ClassifyError> {
+        self.model.check_input(&x.dims())?;
+        let batch = x.dims()[0];
+        let values: Vec<f32> = x
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap_or_default();
+        let per = values.len() / batch.max(1);
+        for index in 0..batch {
+            let count = values[index * per..(index + 1) * per]
+                .iter()
+                .filter(|v| !v.is_finite())
+                .count();
+            if count > 0 {
+                return Err(ClassifyError::NonFinite { index, count });
+            }
+        }
+        let out = self.model.forward_with_norms(x, &self.norms);
+        let k = self.config.n_classes;
+        let host = |t: Tensor<B, 2>| -> Vec<f64> {
+            t.into_data().convert::<f64>().to_vec().unwrap_or_default()
+        };
+        let ll = host(out.class_log_likelihoods());
+        let logits = host(out.logits());
+        let d = self.config.total_dims() as f64;
+        let bits_offset = self
+            .config
+            .input
+            .as_ref()
+            .map(|spec| spec.mean_log_std() + 255f64.ln());
+        let mut results = Vec::with_capacity(batch);
+        for i in 0..batch {
+            let class_ll = ll[i * k..(i + 1) * k].to_vec();
+            let joint: Vec<f64> = match &self.log_prior {
+                Some(prior) => class_ll.iter().zip(prior).map(|(l, p)| l + p).collect(),
+                None => class_ll.iter().map(|l| l - (k as f64).ln()).collect(),
+            };
+            let log_marginal = logsumexp(&joint);
+            let log_posterior: Vec<f64> = joint.iter().map(|j| j - log_marginal).collect();
+            let bits_per_dim =
+                bits_offset.map(|offset| (-log_marginal / d + offset) / std::f64::consts::LN_2);
+            let verdict = self.ood.as_ref().map(|ood| {
+                let per_dim: Vec<f64> = class_ll.iter().map(|l| l / d).collect();
+                ood.verdict(log_marginal / d, &per_dim)
+            });
+            results.push(Likelihoods {
+                class_log_likelihoods: class_ll,
+                log_posterior,
+                log_marginal,
+                bits_per_dim,
+                logits: logits[i * k..(i + 1) * k].to_vec(),
+                verdict,
+                class_names: self.class_names.clone(),
+            });
+        }
+        Ok(results)
+    }
+}
+
+/// Why a model folder could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelDirError {
+    /// A file is missing or unreadable.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `config.json` is not a valid config.
+    #[error("{path}: {source}")]
+    Config {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parse or validation error.
+        #[source]
+        source: trustgc_core::ConfigError,
+    },
+    /// `ood.json` is not valid.
+    #[error("{path} is not valid out-of-distribution statistics: {source}")]
+    Ood {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The weights could not be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::LoadError),
+}
+
+/// Reads `dir/config.json`.
+pub fn read_model_config(dir: &Path) -> Result<GcConfig, ModelDirError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| ModelDirError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    GcConfig::from_json(&text).map_err(|source| ModelDirError::Config { path, source })
+}
+
+/// Reads `dir/ood.json` if there is one.
+pub fn read_ood(dir: &Path) -> Result<Option<OodStats>, ModelDirError> {
+    let path = dir.join("ood.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| ModelDirError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| ModelDirError::Ood { path, source })
+}
+
+impl<B: Backend> Classifier<B> {
+    /// Opens a model folder: `config.json`, `model.safetensors` (trustgc names) and, when
+    /// present, `ood.json`.
+    pub fn from_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelDirError> {
+        let config = read_model_config(dir)?;
+        let model =
+            crate::native::load_safetensors(&dir.join("model.safetensors"), &config, device)?;
+        let classifier = Self::new(config, model, device);
+        Ok(match read_ood(dir)? {
+            Some(ood) => classifier.with_ood(ood),
+            None => classifier,
+        })
+    }
+}
