@@ -1,6 +1,7 @@
 //! `trustgc`: the command line of trustgc.
 
 mod classify;
+mod infer;
 mod model_dir;
 mod train;
 
@@ -30,6 +31,8 @@ enum Command {
     Preprocess(classify::PreprocessArgs),
     /// Fit the out-of-distribution statistics of a model on in-distribution data.
     FitOod(classify::FitOodArgs),
+    /// Run a model on a batch tensor and write latents, log-dets and likelihoods.
+    Infer(infer::InferArgs),
 }
 
 /// Exit code when some images could not be classified (the others were).
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         }),
         Command::Preprocess(args) => classify::preprocess(args),
         Command::FitOod(args) => classify::fit_ood(args),
+        Command::Infer(args) => infer::infer(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

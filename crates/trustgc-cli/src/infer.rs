@@ -1,0 +1,188 @@
+//! `trustgc infer`: run a model on a batch tensor and write its latents and likelihoods
+//! (or, with `--reverse`, map latents back to inputs).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use clap::Args;
+use safetensors::tensor::TensorView;
+use trustgc::import::{RawTensor, RawValues, model_from_reference_tensors, read_safetensors};
+use trustgc::native::{model_from_tensors, write_atomically};
+use trustgc_backend::{BackendTask, DeviceSpec, run_on};
+use trustgc_core::{GcConfig, GenerativeClassifier, Mode};
+
+use crate::model_dir;
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// `trustgc infer`.
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    /// A model folder (config.json + model.safetensors), a shipped model's name, or a
+    /// safetensors file of weights (trustgc or reference key names; give `--config`, else
+    /// the released ImageNet architecture is assumed).
+    #[arg(long)]
+    weights: String,
+    /// The architecture (a config.json) for a weights file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Input safetensors: `x` `[B, C, H, W]` (already normalized), or `z_fc` and `z_conv`
+    /// with `--reverse`.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output safetensors.
+    #[arg(long)]
+    output: PathBuf,
+    /// Map latents back to inputs.
+    #[arg(long)]
+    reverse: bool,
+    /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N` (default: $BURN_DEVICE, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+fn load_model<B: Backend>(
+    args: &InferArgs,
+    device: &B::Device,
+) -> Result<(GcConfig, GenerativeClassifier<B>), BoxError> {
+    let dir = model_dir::resolve(&args.weights);
+    if dir.is_dir() {
+        return Ok(model_dir::load::<B>(&dir, device)?);
+    }
+    let path = Path::new(&args.weights);
+    let config = match &args.config {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            GcConfig::from_json(&text)?
+        }
+        None => GcConfig::imagenet(),
+    };
+    let tensors = read_safetensors(path)?;
+    let reference = tensors.keys().any(|k| k.starts_with("inn.module_list."));
+    let model = if reference {
+        model_from_reference_tensors(&config, &tensors, device)?
+    } else {
+        model_from_tensors(&config, &tensors, device)?
+    };
+    Ok((config, model))
+}
+
+fn input_tensor<B: Backend, const D: usize>(
+    tensors: &HashMap<String, RawTensor>,
+    key: &str,
+    path: &Path,
+    device: &B::Device,
+) -> Result<Tensor<B, D>, BoxError> {
+    let t = tensors
+        .get(key)
+        .ok_or_else(|| format!("{} holds no tensor `{key}`", path.display()))?;
+    let RawValues::Float(values) = &t.values else {
+        return Err(format!("`{key}` in {} must be a float tensor", path.display()).into());
+    };
+    if t.shape.len() != D {
+        return Err(format!(
+            "`{key}` in {} has shape {:?}; {D} dimensions are needed",
+            path.display(),
+            t.shape
+        )
+        .into());
+    }
+    let data: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    Ok(Tensor::from_data(
+        TensorData::new(data, t.shape.clone()),
+        device,
+    ))
+}
+
+fn write(path: &Path, outputs: Vec<(&str, TensorData)>) -> Result<(), BoxError> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = outputs
+        .into_iter()
+        .map(|(name, d)| {
+            let d = d.convert::<f32>();
+            (
+                name.to_string(),
+                d.shape.as_slice().to_vec(),
+                d.as_bytes().to_vec(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
+            ))
+        })
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    write_atomically(path, &safetensors::serialize(views, None)?)?;
+    Ok(())
+}
+
+struct InferTask {
+    args: InferArgs,
+}
+
+impl BackendTask for InferTask {
+    type Output = Result<(), BoxError>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        let (config, model) = load_model::<B>(&args, &device)?;
+        let tensors = read_safetensors(&args.input)?;
+        if args.reverse {
+            let z_fc: Tensor<B, 2> = input_tensor(&tensors, "z_fc", &args.input, &device)?;
+            let z_conv: Tensor<B, 2> = input_tensor(&tensors, "z_conv", &args.input, &device)?;
+            let (b1, l) = (z_fc.dims()[0], z_fc.dims()[1]);
+            let (b2, c) = (z_conv.dims()[0], z_conv.dims()[1]);
+            if b1 != b2 || l != config.n_loss_dims || c != config.conv_dims() {
+                return Err(format!(
+                    "z_fc {:?} and z_conv {:?} do not fit the model ([B, {}] and [B, {}])",
+                    [b1, l],
+                    [b2, c],
+                    config.n_loss_dims,
+                    config.conv_dims()
+                )
+                .into());
+            }
+            let (x, log_det) = model.flow.inverse(z_fc, z_conv, Mode::Eval);
+            write(
+                &args.output,
+                vec![
+                    ("x", x.into_data()),
+                    ("log_det_inverse", log_det.into_data()),
+                ],
+            )?;
+        } else {
+            let x: Tensor<B, 4> = input_tensor(&tensors, "x", &args.input, &device)?;
+            model.check_input(&x.dims())?;
+            let out = model.forward(x, Mode::Eval);
+            let class_log_likelihoods = out.class_log_likelihoods();
+            let logits = out.logits();
+            write(
+                &args.output,
+                vec![
+                    ("z_fc", out.z_fc.into_data()),
+                    ("z_conv", out.z_conv.into_data()),
+                    ("log_det", out.log_det.into_data()),
+                    ("logits", logits.into_data()),
+                    ("class_log_likelihoods", class_log_likelihoods.into_data()),
+                ],
+            )?;
+        }
+        eprintln!("wrote {}", args.output.display());
+        Ok(())
+    }
+}
+
+/// `trustgc infer`.
+pub fn infer(args: InferArgs) -> Result<(), BoxError> {
+    let spec = match &args.device {
+        Some(text) => DeviceSpec::parse(text)?,
+        None => DeviceSpec::from_env()?,
+    };
+    run_on(&spec, InferTask { args })?
+}

@@ -1,0 +1,249 @@
+//! The `trustgc` binary end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use trustgc::import::{RawValues, read_safetensors};
+use trustgc_core::GcConfig;
+
+fn trustgc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trustgc"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn golden(relative: &str) -> PathBuf {
+    let dir = std::env::var_os("TRUSTGC_GOLDEN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+        });
+    let path = dir.join(relative);
+    assert!(path.exists(), "golden file missing: {}", path.display());
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trustgc-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mini_config() -> GcConfig {
+    GcConfig {
+        input_shape: [3, 112, 112],
+        n_classes: 10,
+        n_loss_dims: 768,
+        mu_low_rank_k: 8,
+        base_width: 16,
+        planes: vec![32, 64, 64, 128],
+        blocks: vec![1, 2, 1, 1],
+        strides: vec![1, 2, 1, 2],
+        entry_1x1_hidden: 48,
+        input: None,
+        class_names: Vec::new(),
+        ..GcConfig::imagenet()
+    }
+}
+
+fn floats(path: &Path, key: &str) -> Vec<f64> {
+    match &read_safetensors(path).unwrap()[key].values {
+        RawValues::Float(v) => v.clone(),
+        RawValues::Int(v) => v.iter().map(|&i| i as f64).collect(),
+    }
+}
+
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let d: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
+    d / b.iter().map(|y| y * y).sum::<f64>().sqrt()
+}
+
+#[test]
+fn infer_reproduces_the_golden_latents_and_inverse() {
+    let dir = scratch("infer");
+    let config = dir.join("mini.json");
+    std::fs::write(&config, mini_config().to_json()).unwrap();
+    let weights = golden("mini/mini.safetensors");
+    let inputs = golden("mini/golden.safetensors");
+    let out = dir.join("out.safetensors");
+    let run = trustgc(&[
+        "infer",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        inputs.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The same float32 tolerances as the library's golden tests.
+    assert!(rel_err(&floats(&out, "z_fc"), &floats(&inputs, "z_fc")) < 1e-5);
+    assert!(rel_err(&floats(&out, "z_conv"), &floats(&inputs, "z_conv")) < 1e-5);
+    assert!(rel_err(&floats(&out, "log_det"), &floats(&inputs, "log_jac")) < 1e-6);
+    assert!(rel_err(&floats(&out, "logits"), &floats(&inputs, "logits")) < 1e-5);
+    assert_eq!(
+        read_safetensors(&out).unwrap()["class_log_likelihoods"].shape,
+        vec![4, 10]
+    );
+
+    let back = dir.join("back.safetensors");
+    let run = trustgc(&[
+        "infer",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        inputs.to_str().unwrap(),
+        "--output",
+        back.to_str().unwrap(),
+        "--reverse",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let err = floats(&back, "x")
+        .iter()
+        .zip(floats(&inputs, "x_rec"))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(err < 3e-4, "x_rec max abs err {err}");
+}
+
+#[test]
+fn infer_rejects_bad_inputs_with_a_message() {
+    let dir = scratch("infer-bad");
+    let config = dir.join("mini.json");
+    std::fs::write(&config, mini_config().to_json()).unwrap();
+    let weights = golden("mini/mini.safetensors");
+    // The golden batch has no `x` under another name; the reference's own x is [4,3,112,112]
+    // but the full ImageNet architecture (no --config) expects 3x224x224 and other keys.
+    let run = trustgc(&[
+        "infer",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        golden("mini/golden.safetensors").to_str().unwrap(),
+        "--output",
+        dir.join("x.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("checkpoint does not match the model config"),
+        "{stderr}"
+    );
+    let run = trustgc(&[
+        "infer",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        dir.join("missing.safetensors").to_str().unwrap(),
+        "--output",
+        dir.join("y.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("missing.safetensors"));
+}
+
+#[test]
+fn preprocess_writes_what_torchvision_computes() {
+    let dir = scratch("preprocess");
+    let out = dir.join("x.safetensors");
+    let images: Vec<String> = ["chelsea", "coffee", "astronaut"]
+        .iter()
+        .map(|n| {
+            golden(&format!("images/{n}.png"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut args = vec![
+        "preprocess",
+        "--preset",
+        "imagenet",
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend(images.iter().map(String::as_str));
+    let run = trustgc(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let ours = floats(&out, "x");
+    let expected = floats(&golden("images/preprocessed.safetensors"), "batch");
+    let err = ours
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(err <= 1.0 / 255.0 / 0.224, "max abs err {err}");
+}
+
+#[test]
+fn unreadable_images_fail_with_their_path_and_exit_code_3() {
+    let dir = scratch("classify-bad");
+    let bad = dir.join("not-an-image.png");
+    std::fs::write(&bad, b"definitely not a png").unwrap();
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    // A model folder from the golden mini, with a grayscale-free config: classify needs an
+    // input representation, so give it the ImageNet one at 112.
+    let mut config = mini_config();
+    config.input = Some(trustgc_core::input::InputSpec::ImageNet {
+        resize: 128,
+        crop: 112,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    });
+    std::fs::write(model.join("config.json"), config.to_json()).unwrap();
+    let loaded = trustgc::import::load_reference_safetensors::<burn::backend::Flex>(
+        &golden("mini/mini.safetensors"),
+        &config,
+        &Default::default(),
+    )
+    .unwrap();
+    trustgc::native::save_safetensors(&loaded, &model.join("model.safetensors")).unwrap();
+    let good = golden("images/chelsea.png");
+    let run = trustgc(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        good.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("not-an-image.png"));
+    // The good image is still classified, as one JSON line.
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let value: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(value["top_k"].as_array().unwrap().len(), 3);
+    assert!(value["log_marginal"].as_f64().unwrap().is_finite());
+}
