@@ -10,7 +10,9 @@ use trustgc::preprocess::{model_input, read_image};
 use trustgc::{Classifier, Likelihoods, OodStats, Verdict};
 use trustgc_backend::{BackendTask, DeviceSpec, run_on};
 use trustgc_core::input::InputSpec;
-use trustgc_train::data::{EpochLoader, IdxSplit, LabeledImages, LoaderSettings};
+use trustgc_train::data::{
+    EpochLoader, GrayscaleSamples, IdxSplit, LabeledImages, LoaderSettings, Samples,
+};
 
 use crate::model_dir;
 
@@ -243,11 +245,11 @@ impl BackendTask for FitOodTask {
             "train" => IdxSplit::Train,
             other => return Err(format!("--split {other}: use `test` or `train`").into()),
         };
-        let data = Arc::new(LabeledImages::read_idx(
-            &args.data,
-            split,
-            config.n_classes,
-        )?);
+        let images = LabeledImages::read_idx(&args.data, split, config.n_classes)?;
+        let data: Arc<dyn Samples> = Arc::new(GrayscaleSamples {
+            images,
+            input: input.clone(),
+        });
         let settings = LoaderSettings {
             batch_size: 100,
             shuffle: None,
@@ -256,7 +258,6 @@ impl BackendTask for FitOodTask {
             flip: false,
             label_smoothing: 0.0,
             classes: config.n_classes,
-            input: input.clone(),
         };
         let loader = EpochLoader::<B>::new(
             data.clone(),

@@ -7,9 +7,10 @@ use clap::{Args, ValueEnum};
 use trustgc_backend::{AutodiffTask, BackendTask, DeviceSpec, run_on, run_on_autodiff};
 use trustgc_core::input::InputSpec;
 use trustgc_train::config::{BetaSpec, DataConfig, OptimizerConfig, TrainConfig};
-use trustgc_train::data::{IdxSplit, LabeledImages};
-use trustgc_train::eval::{EvalReport, evaluate};
+use trustgc_train::data::{GrayscaleSamples, IdxSplit, LabeledImages, Samples};
+use trustgc_train::eval::{EvalReport, evaluate, ten_crop_accuracy};
 use trustgc_train::fit::{RunSummary, TrainError, run};
+use trustgc_train::photos::{PhotoSamples, PhotoSpec};
 
 use crate::model_dir;
 
@@ -25,7 +26,8 @@ pub enum Preset {
 /// Options shared by `train` and `finetune`.
 #[derive(Args, Debug)]
 pub struct RunOptions {
-    /// Folder with the IDX files (`train-images-idx3-ubyte[.gz]`, ...).
+    /// The data folder: IDX files (`train-images-idx3-ubyte[.gz]`, ...) or, for a config
+    /// with `image_folder` data, the training folder of class folders.
     #[arg(long)]
     data: Option<PathBuf>,
     /// The run folder (checkpoints, metrics.csv, and at the end config.json + model.safetensors).
@@ -92,10 +94,13 @@ pub struct EvalArgs {
     /// The model folder (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
-    /// Folder with the IDX files.
+    /// Folder with the IDX files (grayscale models) or with class folders of photos.
     #[arg(long)]
     data: PathBuf,
-    /// `test` (t10k-*) or `train`.
+    /// Leave out (and report) photos that cannot be decoded, instead of failing.
+    #[arg(long)]
+    skip_bad_images: bool,
+    /// `test` (t10k-*) or `train` (IDX data).
     #[arg(long, default_value = "test")]
     split: String,
     /// Images per batch.
@@ -118,12 +123,17 @@ fn device(spec: &Option<String>) -> Result<DeviceSpec, BoxError> {
 
 fn apply(config: &mut TrainConfig, o: &RunOptions) -> Result<(), BoxError> {
     if let Some(dir) = &o.data {
-        let DataConfig::Idx { dir: data_dir, .. } = &mut config.data;
-        *data_dir = dir.clone();
+        match &mut config.data {
+            DataConfig::Idx { dir: data_dir, .. } => *data_dir = dir.clone(),
+            DataConfig::ImageFolder { train, .. } => *train = dir.clone(),
+        }
     }
-    if let Some(limit) = o.limit {
-        let DataConfig::Idx { limit: l, .. } = &mut config.data;
-        *l = Some(limit);
+    if let Some(n) = o.limit {
+        match &mut config.data {
+            DataConfig::Idx { limit, .. } | DataConfig::ImageFolder { limit, .. } => {
+                *limit = Some(n)
+            }
+        }
     }
     if let Some(epochs) = o.epochs {
         config.epochs = epochs;
@@ -263,41 +273,82 @@ impl BackendTask for EvalTask {
     type Output = Result<EvalReport, BoxError>;
 
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
-        let (config, model) = model_dir::load::<B>(
-            &model_dir::resolve(&self.args.model.to_string_lossy()),
-            &device,
-        )?;
-        let Some(InputSpec::Grayscale(input)) = &config.input else {
-            return Err(format!(
-                "{}: eval on IDX data needs a grayscale input representation in config.json",
-                self.args.model.display()
-            )
-            .into());
+        let args = self.args;
+        let (config, model) =
+            model_dir::load::<B>(&model_dir::resolve(&args.model.to_string_lossy()), &device)?;
+        let show = !args.json;
+        let progress = |done: usize, total: usize| {
+            if show {
+                eprint!("\r{done}/{total} images");
+            }
         };
-        let split = match self.args.split.as_str() {
-            "test" => IdxSplit::Test,
-            "train" => IdxSplit::Train,
-            other => return Err(format!("--split {other}: use `test` or `train`").into()),
-        };
-        let data = Arc::new(LabeledImages::read_idx(
-            &self.args.data,
-            split,
-            config.n_classes,
-        )?);
-        let show = !self.args.json;
-        let report = evaluate(
-            &model,
-            input,
-            data,
-            self.args.batch_size.max(1),
-            0,
-            &device,
-            |done, total| {
-                if show {
-                    eprint!("\r{done}/{total} images");
+        let mean_log_std = config.input.as_ref().map_or(0.0, InputSpec::mean_log_std);
+        let report = match &config.input {
+            Some(InputSpec::Grayscale(input)) => {
+                let split = match args.split.as_str() {
+                    "test" => IdxSplit::Test,
+                    "train" => IdxSplit::Train,
+                    other => {
+                        return Err(
+                            format!("--split {other}: use `test` or `train` for IDX data").into(),
+                        );
+                    }
+                };
+                let images = LabeledImages::read_idx(&args.data, split, config.n_classes)?;
+                let data: Arc<dyn Samples> = Arc::new(GrayscaleSamples {
+                    images,
+                    input: input.clone(),
+                });
+                evaluate(
+                    &model,
+                    data,
+                    mean_log_std,
+                    args.batch_size.max(1),
+                    0,
+                    &device,
+                    progress,
+                )
+            }
+            Some(spec @ InputSpec::ImageNet { .. }) => {
+                let photos = PhotoSamples::open(
+                    &args.data,
+                    PhotoSpec::from_input(spec).expect("an ImageNet spec"),
+                    args.skip_bad_images,
+                )?;
+                if photos.classes.len() != config.n_classes {
+                    return Err(format!(
+                        "{} has {} class folders; the model has {} classes",
+                        args.data.display(),
+                        photos.classes.len(),
+                        config.n_classes
+                    )
+                    .into());
                 }
-            },
-        );
+                let photos = Arc::new(photos);
+                let mut report = evaluate(
+                    &model,
+                    photos.clone(),
+                    mean_log_std,
+                    args.batch_size.max(1),
+                    0,
+                    &device,
+                    progress,
+                );
+                if show {
+                    eprintln!();
+                }
+                report.accuracy_10_crop =
+                    Some(ten_crop_accuracy(&model, &photos, &device, progress));
+                report
+            }
+            None => {
+                return Err(format!(
+                    "{}: config.json has no input representation",
+                    args.model.display()
+                )
+                .into());
+            }
+        };
         if show {
             eprintln!();
         }
@@ -314,7 +365,10 @@ pub fn eval(args: EvalArgs) -> Result<(), BoxError> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("images        {}", report.images);
-        println!("accuracy      {:.2} %", 100.0 * report.accuracy);
+        println!("accuracy      {:.2} % (1 crop)", 100.0 * report.accuracy);
+        if let Some(ten) = report.accuracy_10_crop {
+            println!("accuracy      {:.2} % (10 crops)", 100.0 * ten);
+        }
         println!(
             "nll_joint     {:.4} nats/dim (dequantized)",
             report.nll_joint

@@ -84,6 +84,25 @@ pub enum DataConfig {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// Photos in class folders (`train/<class>/<image>`, the ImageNet layout); the model's
+    /// input representation must be `image_net`.
+    ImageFolder {
+        /// The training folder.
+        train: PathBuf,
+        /// A validation folder with the same classes; without one, `validation` training
+        /// images are held out.
+        #[serde(default)]
+        valid: Option<PathBuf>,
+        /// Training images held out when there is no validation folder.
+        #[serde(default)]
+        validation: usize,
+        /// Use only the first this many training images (`None`: all).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// Leave out (and report) images that cannot be decoded, instead of failing.
+        #[serde(default)]
+        skip_bad_images: bool,
+    },
 }
 
 /// A training run.
@@ -205,10 +224,30 @@ impl TrainConfig {
         }
     }
 
+    /// `mean ln std` of the input normalization (for bits per dimension).
+    pub fn mean_log_std(&self) -> f64 {
+        self.model
+            .input
+            .as_ref()
+            .map_or(0.0, InputSpec::mean_log_std)
+    }
+
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate().map_err(|e| e.to_string())?;
-        self.grayscale()?;
+        match &self.data {
+            DataConfig::Idx { .. } => {
+                self.grayscale()?;
+            }
+            DataConfig::ImageFolder { .. } => {
+                if !matches!(self.model.input, Some(InputSpec::ImageNet { .. })) {
+                    return Err(
+                        "image folders need an `image_net` input representation in model.input"
+                            .into(),
+                    );
+                }
+            }
+        }
         if self.beta.beta().is_none() {
             return Err(format!(
                 "beta {:?} is neither a number ≥ 0 nor \"inf\"",

@@ -1,4 +1,4 @@
-//! Labelled grayscale images and a data loader whose every epoch is reproducible.
+//! Labelled images and a data loader whose every epoch is reproducible.
 //!
 //! burn's own loader keeps one shuffling generator for its whole life, so a run resumed
 //! from a checkpoint would see other batches than an uninterrupted one. [`EpochLoader`]
@@ -50,6 +50,30 @@ pub enum DataError {
         label: usize,
         /// Number of classes.
         classes: usize,
+    },
+    /// A file or folder could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image folder has no class folders.
+    #[error("{dir} has no class folders (expected {dir}/<class>/<image>)")]
+    NoClasses {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// An image could not be decoded (and bad images are not to be skipped).
+    #[error("cannot use {path} (pass --skip-bad-images to leave such files out): {source}")]
+    BadImage {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<trustgc::preprocess::ImageError>,
     },
     /// Images are not square.
     #[error("images are {rows}x{cols}; square images are needed")]
@@ -192,20 +216,92 @@ pub struct LoaderSettings {
     pub dequantize: Option<u64>,
     /// Draw new noise every epoch (training) or the same for every epoch (validation).
     pub noise_per_epoch: bool,
-    /// Mirror each image left-right with probability ½ (needs `dequantize` as the seed).
+    /// Augment (random flips for grayscale data; random resized crops and flips for photos).
+    /// Needs `dequantize` as the seed.
     pub flip: bool,
     /// Label smoothing ε of the targets (0 for one-hot).
     pub label_smoothing: f64,
     /// Number of classes.
     pub classes: usize,
-    /// The image-to-tensor representation.
+}
+
+/// A labelled dataset that writes its items as model inputs.
+pub trait Samples: Send + Sync {
+    /// Number of items.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Label of item `i`.
+    fn label(&self, i: usize) -> usize;
+    /// The model input shape `[C, H, W]`.
+    fn shape(&self) -> [usize; 3];
+    /// Writes item `i` into `out` (`C·H·W` values). With `rng` (training), adds
+    /// dequantization noise and, when `augment`, draws the augmentation from it too.
+    ///
+    /// # Errors
+    /// A message naming the item's file when it cannot be read.
+    fn write(
+        &self,
+        i: usize,
+        rng: Option<&mut Mt19937>,
+        augment: bool,
+        out: &mut [f32],
+    ) -> Result<(), String>;
+}
+
+/// IDX images with the grayscale representation.
+#[derive(Clone, Debug)]
+pub struct GrayscaleSamples {
+    /// The images.
+    pub images: LabeledImages,
+    /// Their representation.
     pub input: GrayscaleInput,
 }
 
-/// A data loader over (a subset of) [`LabeledImages`] with reproducible epochs.
+impl Samples for GrayscaleSamples {
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    fn label(&self, i: usize) -> usize {
+        self.images.label(i)
+    }
+
+    fn shape(&self) -> [usize; 3] {
+        self.input.model_shape()
+    }
+
+    fn write(
+        &self,
+        i: usize,
+        rng: Option<&mut Mt19937>,
+        augment: bool,
+        out: &mut [f32],
+    ) -> Result<(), String> {
+        let side = self.input.padded_size();
+        match rng {
+            Some(rng) => {
+                // One uniform per padded pixel, then the flip: the order every trained
+                // model's reproduction depends on.
+                let noise: Vec<f32> = (0..side * side)
+                    .map(|_| (rng.next_u32() >> 8) as f32 / 16_777_216.0)
+                    .collect();
+                let flip = augment && rng.next_u32() & 1 == 1;
+                self.input
+                    .write(self.images.image(i), Some(&noise), flip, out);
+            }
+            None => self.input.write(self.images.image(i), None, false, out),
+        }
+        Ok(())
+    }
+}
+
+/// A data loader over (a subset of) some [`Samples`] with reproducible epochs.
 #[derive(Clone)]
 pub struct EpochLoader<B: Backend> {
-    data: Arc<LabeledImages>,
+    data: Arc<dyn Samples>,
     indices: Arc<Vec<usize>>,
     settings: LoaderSettings,
     epoch: Arc<AtomicUsize>,
@@ -227,7 +323,7 @@ fn mix(values: &[u64]) -> u32 {
 impl<B: Backend> EpochLoader<B> {
     /// A loader over `indices` of `data`, whose first `iter()` is epoch `start_epoch`.
     pub fn new(
-        data: Arc<LabeledImages>,
+        data: Arc<dyn Samples>,
         indices: Vec<usize>,
         settings: LoaderSettings,
         start_epoch: usize,
@@ -256,37 +352,30 @@ impl<B: Backend> EpochLoader<B> {
         }
     }
 
-    /// Builds the batch of `items` (dataset indices) of `epoch`.
+    /// Builds the batch of `items` (dataset indices) of `epoch`. Items that cannot be read
+    /// are reported on stderr with their file and left out of the batch.
     pub fn batch(&self, items: &[usize], epoch: usize) -> GcBatch<B> {
         let s = &self.settings;
-        let [c, h, w] = s.input.model_shape();
+        let [c, h, w] = self.data.shape();
         let per_item = c * h * w;
-        let side = s.input.padded_size();
-        let mut x = vec![0f32; items.len() * per_item];
-        let mut noise = vec![0f32; side * side];
+        let mut x = Vec::with_capacity(items.len() * per_item);
+        let mut labels = Vec::with_capacity(items.len());
+        let mut sample = vec![0f32; per_item];
         let noise_epoch = if s.noise_per_epoch { epoch as u64 } else { 0 };
-        for (slot, &item) in items.iter().enumerate() {
-            let mut flip = false;
-            let noise_values = match s.dequantize {
-                Some(seed) => {
-                    let mut rng = Mt19937::new(mix(&[seed, noise_epoch, item as u64]));
-                    for v in noise.iter_mut() {
-                        *v = (rng.next_u32() >> 8) as f32 / 16_777_216.0;
-                    }
-                    flip = s.flip && rng.next_u32() & 1 == 1;
-                    Some(noise.as_slice())
+        for &item in items {
+            let mut rng = s
+                .dequantize
+                .map(|seed| Mt19937::new(mix(&[seed, noise_epoch, item as u64])));
+            match self.data.write(item, rng.as_mut(), s.flip, &mut sample) {
+                Ok(()) => {
+                    x.extend_from_slice(&sample);
+                    labels.push(self.data.label(item));
                 }
-                None => None,
-            };
-            s.input.write(
-                self.data.image(item),
-                noise_values,
-                flip,
-                &mut x[slot * per_item..(slot + 1) * per_item],
-            );
+                Err(message) => eprintln!("warning: skipping an unreadable image: {message}"),
+            }
         }
-        let labels: Vec<usize> = items.iter().map(|&i| self.data.label(i)).collect();
-        let x = Tensor::from_data(TensorData::new(x, [items.len(), c, h, w]), &self.device);
+        let n = labels.len();
+        let x = Tensor::from_data(TensorData::new(x, [n, c, h, w]), &self.device);
         let targets = smoothed_targets(&labels, s.classes, s.label_smoothing, &self.device);
         GcBatch { x, labels, targets }
     }

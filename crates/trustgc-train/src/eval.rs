@@ -1,28 +1,34 @@
 //! Evaluation on a labelled dataset: accuracy, `nll_joint` and bits per dimension.
 //!
-//! Accuracy is measured on the images as they are (no noise): how the model is used.
-//! The likelihoods are measured, as is usual for density models of 8-bit images, on
-//! dequantized images `x + U(0, 1)/255` with a fixed seed, so that they are densities of
-//! the 8-bit images in the same sense as the training objective.
+//! Accuracy is measured on the images as they are (no noise): how the model is used; for
+//! photos also with torchvision's 10-crop (posteriors averaged over the crops, as the
+//! reference's evaluation does). The likelihoods are measured, as is usual for density
+//! models of 8-bit images, on dequantized images `x + U(0, 1)/255` with a fixed seed, so
+//! that they are densities of the 8-bit images in the same sense as the training
+//! objective.
 
 use std::sync::Arc;
 
 use burn::data::dataloader::DataLoader;
-use burn::tensor::ElementConversion;
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::Serialize;
 use trustgc_core::GenerativeClassifier;
-use trustgc_core::input::GrayscaleInput;
 
-use crate::data::{EpochLoader, LabeledImages, LoaderSettings};
+use crate::data::{EpochLoader, LoaderSettings, Samples};
+use crate::photos::PhotoSamples;
 
 /// What [`evaluate`] measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EvalReport {
     /// Images evaluated.
     pub images: usize,
-    /// Fraction classified correctly (argmax of the posterior, uniform prior).
+    /// Fraction classified correctly, 1 crop (argmax of the posterior, uniform prior).
     pub accuracy: f64,
+    /// Fraction classified correctly with 10 crops (photos only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_10_crop: Option<f64>,
     /// Mean `nll_joint` (nats per dimension, the reference's definition) on dequantized
     /// images.
     pub nll_joint: f64,
@@ -31,8 +37,8 @@ pub struct EvalReport {
     pub bits_per_dim: f64,
 }
 
-/// `0.5·ln 2π + ln(classes)/D + ln 255 + ln std`: added to `nll_joint` and divided by
-/// ln 2, bits per dimension on the 8-bit scale.
+/// `0.5·ln 2π + ln(classes)/D + ln 255 + mean ln std`: added to `nll_joint` and divided
+/// by ln 2, bits per dimension on the 8-bit scale.
 pub fn bits_offset(classes: usize, total_dims: usize, mean_log_std: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln()
         + (classes as f64).ln() / total_dims as f64
@@ -40,11 +46,12 @@ pub fn bits_offset(classes: usize, total_dims: usize, mean_log_std: f64) -> f64 
         + mean_log_std
 }
 
-/// Evaluates `model` on every image of `data`.
+/// Evaluates `model` on every item of `data`; `mean_log_std` is the input
+/// normalization's (see [`bits_offset`]).
 pub fn evaluate<B: Backend>(
     model: &GenerativeClassifier<B>,
-    input: &GrayscaleInput,
-    data: Arc<LabeledImages>,
+    data: Arc<dyn Samples>,
+    mean_log_std: f64,
     batch_size: usize,
     noise_seed: u64,
     device: &B::Device,
@@ -59,7 +66,6 @@ pub fn evaluate<B: Backend>(
         flip: false,
         label_smoothing: 0.0,
         classes,
-        input: input.clone(),
     };
     let indices: Vec<usize> = (0..data.len()).collect();
     let clean = EpochLoader::<B>::new(
@@ -84,11 +90,19 @@ pub fn evaluate<B: Backend>(
     for (clean, noisy) in clean.iter().zip(noisy.iter()) {
         let n = clean.labels.len();
         let out = model.forward_with_norms(clean.x, &norms);
-        let losses = out.losses(clean.targets);
-        correct += losses.correct.sum().into_scalar().elem::<f64>();
+        correct += out
+            .losses(clean.targets)
+            .correct
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
         let out = model.forward_with_norms(noisy.x, &norms);
-        let losses = out.losses(noisy.targets);
-        nll_sum += losses.nll_joint.sum().into_scalar().elem::<f64>();
+        nll_sum += out
+            .losses(noisy.targets)
+            .nll_joint
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
         done += n;
         progress(done, data.len());
     }
@@ -97,9 +111,38 @@ pub fn evaluate<B: Backend>(
     EvalReport {
         images: done,
         accuracy: correct / images,
+        accuracy_10_crop: None,
         nll_joint,
-        bits_per_dim: (nll_joint
-            + bits_offset(classes, model.total_dims, f64::from(input.std).ln()))
+        bits_per_dim: (nll_joint + bits_offset(classes, model.total_dims, mean_log_std))
             / std::f64::consts::LN_2,
     }
+}
+
+/// 10-crop accuracy: posteriors averaged over torchvision's `TenCrop`, then argmax.
+/// Unreadable images are reported and left out.
+pub fn ten_crop_accuracy<B: Backend>(
+    model: &GenerativeClassifier<B>,
+    photos: &PhotoSamples,
+    device: &B::Device,
+    mut progress: impl FnMut(usize, usize),
+) -> f64 {
+    let [c, h, w] = photos.shape();
+    let per = c * h * w;
+    let norms = model.head.class_norms();
+    let mut buffer = vec![0f32; 10 * per];
+    let (mut correct, mut done) = (0usize, 0usize);
+    for i in 0..photos.len() {
+        if let Err(message) = photos.write_ten_crop(i, &mut buffer) {
+            eprintln!("warning: skipping an unreadable image: {message}");
+            continue;
+        }
+        let x = Tensor::<B, 4>::from_data(TensorData::new(buffer.clone(), [10, c, h, w]), device);
+        let out = model.forward_with_norms(x, &norms);
+        let mean = softmax(out.logits(), 1).mean_dim(0);
+        let predicted = mean.argmax(1).into_scalar().elem::<i64>() as usize;
+        correct += usize::from(predicted == photos.label(i));
+        done += 1;
+        progress(i + 1, photos.len());
+    }
+    correct as f64 / done.max(1) as f64
 }

@@ -25,7 +25,10 @@ use trustgc_core::{GenerativeClassifier, InputShapeError};
 
 use crate::config::{DataConfig, OptimizerConfig, TrainConfig};
 use crate::csv::CsvLogger;
-use crate::data::{DataError, EpochLoader, IdxSplit, LabeledImages, LoaderSettings};
+use crate::data::{
+    DataError, EpochLoader, GrayscaleSamples, IdxSplit, LabeledImages, LoaderSettings, Samples,
+};
+use crate::photos::{PhotoSamples, PhotoSpec};
 use crate::recorder::AtomicFileRecorder;
 use crate::schedule::ScheduledLr;
 use crate::step::{GcMetric, Quantity, StepSettings, Trainee};
@@ -124,6 +127,80 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
+/// The training and validation samples and which of their items each uses.
+type OpenedData = (Arc<dyn Samples>, Arc<dyn Samples>, Vec<usize>, Vec<usize>);
+
+fn open_data(config: &TrainConfig) -> Result<OpenedData, TrainError> {
+    match &config.data {
+        DataConfig::Idx {
+            dir,
+            validation,
+            limit,
+        } => {
+            let images = LabeledImages::read_idx(dir, IdxSplit::Train, config.model.n_classes)?;
+            let input = config.grayscale().map_err(TrainError::Config)?.clone();
+            let (valid, train) = split_indices(images.len(), *validation, *limit, config.seed);
+            let samples: Arc<dyn Samples> = Arc::new(GrayscaleSamples { images, input });
+            Ok((samples.clone(), samples, train, valid))
+        }
+        DataConfig::ImageFolder {
+            train,
+            valid,
+            validation,
+            limit,
+            skip_bad_images,
+        } => {
+            let spec = config
+                .model
+                .input
+                .as_ref()
+                .and_then(PhotoSpec::from_input)
+                .ok_or_else(|| {
+                    TrainError::Config(
+                        "image folders need an `image_net` input representation".into(),
+                    )
+                })?;
+            let photos = PhotoSamples::open(train, spec.clone(), *skip_bad_images)?;
+            if photos.classes.len() != config.model.n_classes {
+                return Err(TrainError::Config(format!(
+                    "{} has {} class folders; the model has {} classes",
+                    train.display(),
+                    photos.classes.len(),
+                    config.model.n_classes
+                )));
+            }
+            let train_samples: Arc<dyn Samples> = Arc::new(photos);
+            match valid {
+                Some(valid) => {
+                    let valid_photos = PhotoSamples::open(valid, spec, *skip_bad_images)?;
+                    let n = train_samples.len();
+                    let mut train_indices: Vec<usize> = (0..n).collect();
+                    if let Some(limit) = limit {
+                        train_indices.truncate(*limit);
+                    }
+                    let valid_indices = (0..valid_photos.len()).collect();
+                    Ok((
+                        train_samples,
+                        Arc::new(valid_photos),
+                        train_indices,
+                        valid_indices,
+                    ))
+                }
+                None => {
+                    let (valid_indices, train_indices) =
+                        split_indices(train_samples.len(), *validation, *limit, config.seed);
+                    Ok((
+                        train_samples.clone(),
+                        train_samples,
+                        train_indices,
+                        valid_indices,
+                    ))
+                }
+            }
+        }
+    }
+}
+
 /// Trains (or resumes training) into `dir`.
 ///
 /// `initial` starts from a given model (fine-tuning) instead of a fresh one; it must have
@@ -176,18 +253,7 @@ pub fn run<B: AutodiffBackend>(
         });
     }
 
-    let DataConfig::Idx {
-        dir: data_dir,
-        validation,
-        limit,
-    } = &config.data;
-    let data = Arc::new(LabeledImages::read_idx(
-        data_dir,
-        IdxSplit::Train,
-        config.model.n_classes,
-    )?);
-    let (valid_indices, train_indices) =
-        split_indices(data.len(), *validation, *limit, config.seed);
+    let (train_data, valid_data, train_indices, valid_indices) = open_data(config)?;
     let iterations_per_epoch = train_indices.len().div_ceil(config.batch_size);
 
     B::seed(device, config.seed);
@@ -204,8 +270,7 @@ pub fn run<B: AutodiffBackend>(
             model
         }
     };
-    let grayscale = config.grayscale().map_err(TrainError::Config)?.clone();
-    let [c, h, w] = grayscale.model_shape();
+    let [c, h, w] = train_data.shape();
     model.check_input(&[1, c, h, w])?;
     let mut model = model;
     if config.mu_only {
@@ -216,7 +281,7 @@ pub fn run<B: AutodiffBackend>(
     let bits_offset = crate::eval::bits_offset(
         config.model.n_classes,
         config.model.total_dims(),
-        f64::from(grayscale.std).ln(),
+        config.mean_log_std(),
     );
     let settings = StepSettings {
         beta,
@@ -238,7 +303,6 @@ pub fn run<B: AutodiffBackend>(
         flip: config.flip,
         label_smoothing: config.label_smoothing,
         classes: config.model.n_classes,
-        input: grayscale,
     };
     let valid_settings = LoaderSettings {
         shuffle: None,
@@ -248,14 +312,14 @@ pub fn run<B: AutodiffBackend>(
         ..train_settings.clone()
     };
     let train_loader = Arc::new(EpochLoader::<B>::new(
-        data.clone(),
+        train_data.clone(),
         train_indices.clone(),
         train_settings.clone(),
         resumed_after,
         device.clone(),
     ));
     let valid_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
-        data.clone(),
+        valid_data,
         valid_indices,
         valid_settings,
         0,
@@ -323,7 +387,7 @@ pub fn run<B: AutodiffBackend>(
         // Training batches with the training noise, without flips: the statistics the
         // released `.avg` files were re-estimated from.
         let loader = EpochLoader::<B::InnerBackend>::new(
-            data,
+            train_data,
             train_indices,
             LoaderSettings {
                 flip: false,

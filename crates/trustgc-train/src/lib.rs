@@ -9,6 +9,7 @@ pub mod data;
 pub mod eval;
 pub mod fit;
 pub mod idx;
+pub mod photos;
 pub mod recorder;
 pub mod schedule;
 pub mod step;
