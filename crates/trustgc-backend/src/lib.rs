@@ -81,6 +81,12 @@ pub enum DeviceError {
         /// The Cargo feature that enables it.
         feature: &'static str,
     },
+    /// Several devices of different backends were given for one run.
+    #[error("devices `{given}` mix backends; give devices of one backend, e.g. `cuda:0,cuda:1`")]
+    Mixed {
+        /// What was given.
+        given: String,
+    },
     /// The backend failed to start on this machine (no driver, no GPU).
     #[error("device `{device}` is not available on this machine: {reason}")]
     Unavailable {
@@ -198,72 +204,108 @@ pub fn run_on<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output, D
     }
 }
 
-/// A computation that needs gradients (training), on any backend with autodiff.
+/// A computation that needs gradients (training), on any backend with autodiff, on one
+/// or more devices of that backend (the first is the main one).
 #[cfg(feature = "autodiff")]
 pub trait AutodiffTask {
     /// What it returns.
     type Output;
-    /// Runs on the autodiff backend `B` and `device`.
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output;
+    /// Runs on the autodiff backend `B` and `devices` (never empty).
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        devices: Vec<B::Device>,
+    ) -> Self::Output;
 }
 
-/// Runs `task` on the autodiff wrapper of the backend `spec` names.
+/// Runs `task` on the autodiff wrapper of the backend `specs` name; all must name devices
+/// of the same backend (e.g. `cuda:0,cuda:1`).
 ///
 /// # Errors
-/// As [`run_on`].
+/// As [`run_on`]; [`DeviceError::Mixed`] for devices of different backends.
 #[cfg(feature = "autodiff")]
 pub fn run_on_autodiff<T: AutodiffTask>(
-    spec: &DeviceSpec,
+    specs: &[DeviceSpec],
     task: T,
 ) -> Result<T::Output, DeviceError> {
     use burn::backend::Autodiff;
-    match *spec {
+    let Some(first) = specs.first() else {
+        return Err(DeviceError::Unknown {
+            given: String::new(),
+        });
+    };
+    if specs
+        .iter()
+        .any(|s| std::mem::discriminant(s) != std::mem::discriminant(first))
+    {
+        return Err(DeviceError::Mixed {
+            given: specs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        });
+    }
+    match *first {
         DeviceSpec::Cpu => {
             #[cfg(feature = "flex")]
             {
-                Ok(task.run::<Autodiff<Cpu>>(Default::default()))
+                Ok(task.run::<Autodiff<Cpu>>(specs.iter().map(|_| Default::default()).collect()))
             }
             #[cfg(not(feature = "flex"))]
             {
                 let _ = task;
                 Err(DeviceError::NotCompiled {
-                    device: *spec,
+                    device: *first,
                     feature: "flex",
                 })
             }
         }
-        DeviceSpec::Wgpu(index) => {
+        DeviceSpec::Wgpu(_) => {
             #[cfg(feature = "wgpu")]
             {
                 use burn::backend::wgpu::WgpuDevice;
-                let device = match index {
-                    None => WgpuDevice::DefaultDevice,
-                    Some(n) => WgpuDevice::DiscreteGpu(n),
-                };
-                probe::<Wgpu>(spec, &device)?;
-                Ok(task.run::<Autodiff<Wgpu>>(device))
+                let mut devices = Vec::new();
+                for spec in specs {
+                    let DeviceSpec::Wgpu(index) = *spec else {
+                        unreachable!()
+                    };
+                    let device = match index {
+                        None => WgpuDevice::DefaultDevice,
+                        Some(n) => WgpuDevice::DiscreteGpu(n),
+                    };
+                    probe::<Wgpu>(spec, &device)?;
+                    devices.push(device);
+                }
+                Ok(task.run::<Autodiff<Wgpu>>(devices))
             }
             #[cfg(not(feature = "wgpu"))]
             {
-                let _ = (task, index);
+                let _ = task;
                 Err(DeviceError::NotCompiled {
-                    device: *spec,
+                    device: *first,
                     feature: "wgpu",
                 })
             }
         }
-        DeviceSpec::Cuda(index) => {
+        DeviceSpec::Cuda(_) => {
             #[cfg(feature = "cuda")]
             {
-                let device = burn::backend::cuda::CudaDevice::new(index);
-                probe::<Cuda>(spec, &device)?;
-                Ok(task.run::<Autodiff<Cuda>>(device))
+                let mut devices = Vec::new();
+                for spec in specs {
+                    let DeviceSpec::Cuda(index) = *spec else {
+                        unreachable!()
+                    };
+                    let device = burn::backend::cuda::CudaDevice::new(index);
+                    probe::<Cuda>(spec, &device)?;
+                    devices.push(device);
+                }
+                Ok(task.run::<Autodiff<Cuda>>(devices))
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (task, index);
+                let _ = task;
                 Err(DeviceError::NotCompiled {
-                    device: *spec,
+                    device: *first,
                     feature: "cuda",
                 })
             }
@@ -317,6 +359,25 @@ mod tests {
         ] {
             assert_eq!(DeviceSpec::parse(&spec.to_string()), Ok(spec));
         }
+    }
+
+    #[cfg(feature = "autodiff")]
+    #[test]
+    fn devices_of_different_backends_are_refused() {
+        struct Nothing;
+        impl AutodiffTask for Nothing {
+            type Output = usize;
+            fn run<B: burn::tensor::backend::AutodiffBackend>(
+                self,
+                devices: Vec<B::Device>,
+            ) -> usize {
+                devices.len()
+            }
+        }
+        let err = run_on_autodiff(&[DeviceSpec::Cpu, DeviceSpec::Cuda(0)], Nothing).unwrap_err();
+        assert!(matches!(err, DeviceError::Mixed { .. }));
+        #[cfg(feature = "flex")]
+        assert_eq!(run_on_autodiff(&[DeviceSpec::Cpu], Nothing).unwrap(), 1);
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -20,9 +20,10 @@ type BoxError = Box<dyn std::error::Error>;
 /// `trustgc infer`.
 #[derive(Args, Debug)]
 pub struct InferArgs {
-    /// A model folder (config.json + model.safetensors), a shipped model's name, or a
-    /// safetensors file of weights (trustgc or reference key names; give `--config`, else
-    /// the released ImageNet architecture is assumed).
+    /// A model folder (config.json + model.safetensors), a shipped model's name, a released
+    /// model on the hub (`hub:beta_8`, `hub:OWNER/NAME/beta_8[@REV]`), an original `.pt`
+    /// checkpoint, or a safetensors file of weights (trustgc or reference key names). For
+    /// files give `--config`, else the released ImageNet architecture is assumed.
     #[arg(long)]
     weights: String,
     /// The architecture (a config.json) for a weights file.
@@ -60,6 +61,10 @@ fn load_model<B: Backend>(
         }
         None => GcConfig::imagenet(),
     };
+    if path.extension().is_some_and(|e| e == "pt") {
+        let model = trustgc::convert::load_checkpoint::<B>(path, &config, device)?;
+        return Ok((config, model));
+    }
     let tensors = read_safetensors(path)?;
     let reference = tensors.keys().any(|k| k.starts_with("inn.module_list."));
     let model = if reference {

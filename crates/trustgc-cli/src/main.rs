@@ -1,6 +1,7 @@
 //! `trustgc`: the command line of trustgc.
 
 mod classify;
+mod convert;
 mod infer;
 mod model_dir;
 mod train;
@@ -33,6 +34,8 @@ enum Command {
     FitOod(classify::FitOodArgs),
     /// Run a model on a batch tensor and write latents, log-dets and likelihoods.
     Infer(infer::InferArgs),
+    /// Convert an original `.avg.pt` checkpoint into a trustgc model folder.
+    Convert(convert::ConvertArgs),
 }
 
 /// Exit code when some images could not be classified (the others were).
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Preprocess(args) => classify::preprocess(args),
         Command::FitOod(args) => classify::fit_ood(args),
         Command::Infer(args) => infer::infer(args),
+        Command::Convert(args) => convert::convert(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

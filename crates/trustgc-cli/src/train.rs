@@ -9,7 +9,7 @@ use trustgc_core::input::InputSpec;
 use trustgc_train::config::{BetaSpec, DataConfig, OptimizerConfig, TrainConfig};
 use trustgc_train::data::{GrayscaleSamples, IdxSplit, LabeledImages, Samples};
 use trustgc_train::eval::{EvalReport, evaluate, ten_crop_accuracy};
-use trustgc_train::fit::{RunSummary, TrainError, run};
+use trustgc_train::fit::{RunSummary, TrainError, run_on_devices};
 use trustgc_train::photos::{PhotoSamples, PhotoSpec};
 
 use crate::model_dir;
@@ -36,7 +36,8 @@ pub struct RunOptions {
     /// Continue after the last complete checkpoint in `--out`.
     #[arg(long)]
     resume: bool,
-    /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N` (default: $BURN_DEVICE, else cpu).
+    /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N` (default: $BURN_DEVICE, else cpu); several
+    /// devices of one backend, comma-separated (`cuda:0,cuda:1`), train together.
     #[arg(long)]
     device: Option<String>,
     /// Epochs.
@@ -121,6 +122,13 @@ fn device(spec: &Option<String>) -> Result<DeviceSpec, BoxError> {
     })
 }
 
+fn devices(spec: &Option<String>) -> Result<Vec<DeviceSpec>, BoxError> {
+    match spec {
+        Some(text) => text.split(',').map(|d| Ok(DeviceSpec::parse(d)?)).collect(),
+        None => Ok(vec![DeviceSpec::from_env()?]),
+    }
+}
+
 fn apply(config: &mut TrainConfig, o: &RunOptions) -> Result<(), BoxError> {
     if let Some(dir) = &o.data {
         match &mut config.data {
@@ -181,12 +189,15 @@ struct TrainTask {
 impl AutodiffTask for TrainTask {
     type Output = Result<RunSummary, BoxError>;
 
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        devices: Vec<B::Device>,
+    ) -> Self::Output {
         let initial = match &self.from {
-            Some(dir) if !self.resume => Some(model_dir::load::<B>(dir, &device)?.1),
+            Some(dir) if !self.resume => Some(model_dir::load::<B>(dir, &devices[0])?.1),
             _ => None,
         };
-        run::<B>(&self.config, &self.out, self.resume, initial, &device)
+        run_on_devices::<B>(&self.config, &self.out, self.resume, initial, &devices)
             .map_err(|e: TrainError| e.into())
     }
 }
@@ -227,14 +238,14 @@ pub fn train(args: TrainArgs) -> Result<(), BoxError> {
         config = serde_json::from_str(&text)?;
     }
     apply(&mut config, &args.options)?;
-    let spec = device(&args.options.device)?;
+    let specs = devices(&args.options.device)?;
     let task = TrainTask {
         config,
         out: args.options.out.clone(),
         resume: args.options.resume,
         from: None,
     };
-    let summary = run_on_autodiff(&spec, task)??;
+    let summary = run_on_autodiff(&specs, task)??;
     report(&summary);
     Ok(())
 }
@@ -253,14 +264,14 @@ pub fn finetune(args: FinetuneArgs) -> Result<(), BoxError> {
     };
     config.burn_in_iterations = 0;
     apply(&mut config, &args.options)?;
-    let spec = device(&args.options.device)?;
+    let specs = devices(&args.options.device)?;
     let task = TrainTask {
         config,
         out: args.options.out.clone(),
         resume: args.options.resume,
         from: Some(args.from.clone()),
     };
-    let summary = run_on_autodiff(&spec, task)??;
+    let summary = run_on_autodiff(&specs, task)??;
     report(&summary);
     Ok(())
 }

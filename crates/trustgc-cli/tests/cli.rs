@@ -247,3 +247,82 @@ fn unreadable_images_fail_with_their_path_and_exit_code_3() {
     assert_eq!(value["top_k"].as_array().unwrap().len(), 3);
     assert!(value["log_marginal"].as_f64().unwrap().is_finite());
 }
+
+#[test]
+fn convert_then_infer_equals_infer_on_the_checkpoint() {
+    let dir = scratch("convert");
+    let config = dir.join("mini.json");
+    std::fs::write(&config, mini_config().to_json()).unwrap();
+    let pt = golden("mini/mini_legacy.avg.pt");
+    let out = dir.join("converted");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = trustgc(&[
+        "convert",
+        pt.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let inputs = golden("mini/golden.safetensors");
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    let run = trustgc(&[
+        "infer",
+        "--weights",
+        out.to_str().unwrap(),
+        "--input",
+        inputs.to_str().unwrap(),
+        "--output",
+        a.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let run = trustgc(&[
+        "infer",
+        "--weights",
+        pt.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        inputs.to_str().unwrap(),
+        "--output",
+        b.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for key in [
+        "z_fc",
+        "z_conv",
+        "log_det",
+        "logits",
+        "class_log_likelihoods",
+    ] {
+        assert_eq!(
+            floats(&a, key),
+            floats(&b, key),
+            "{key}: converted folder vs .pt"
+        );
+    }
+    // Converting again into the same folder is refused with a message.
+    let run = trustgc(&[
+        "convert",
+        pt.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("already exists"));
+}

@@ -17,7 +17,7 @@ use burn::optim::{AdamConfig, Optimizer, SgdConfig};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::logger::FileMetricLogger;
-use burn::train::{Learner, SupervisedTraining};
+use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use trustgc::native::{SaveError, save_safetensors, write_atomically};
 use trustgc_core::head::{GaussianHead, HeadInit};
 use trustgc_core::rng::{Mt19937, permutation_from};
@@ -213,6 +213,22 @@ pub fn run<B: AutodiffBackend>(
     initial: Option<GenerativeClassifier<B>>,
     device: &B::Device,
 ) -> Result<RunSummary, TrainError> {
+    run_on_devices(config, dir, resume, initial, std::slice::from_ref(device))
+}
+
+/// [`run`] on several devices of one backend at once (burn-train's multi-device
+/// strategy: each batch is split across the devices and the optimizer steps on the
+/// first). `devices` must not be empty.
+pub fn run_on_devices<B: AutodiffBackend>(
+    config: &TrainConfig,
+    dir: &Path,
+    resume: bool,
+    initial: Option<GenerativeClassifier<B>>,
+    devices: &[B::Device],
+) -> Result<RunSummary, TrainError> {
+    let device = devices
+        .first()
+        .ok_or_else(|| TrainError::Config("no device to train on".into()))?;
     config.validate().map_err(TrainError::Config)?;
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let config_path = dir.join("train.json");
@@ -358,6 +374,7 @@ pub fn run<B: AutodiffBackend>(
                 schedule,
                 train_loader,
                 valid_loader,
+                devices,
             )?
         }
         OptimizerConfig::Adam { weight_decay, .. } => {
@@ -378,6 +395,7 @@ pub fn run<B: AutodiffBackend>(
                 schedule,
                 train_loader,
                 valid_loader,
+                devices,
             )?
         }
     };
@@ -423,6 +441,7 @@ fn launch<B, O>(
     schedule: ScheduledLr,
     train_loader: Arc<EpochLoader<B>>,
     valid_loader: Arc<EpochLoader<B::InnerBackend>>,
+    devices: &[B::Device],
 ) -> Result<Trainee<B::InnerBackend>, TrainError>
 where
     B: AutodiffBackend,
@@ -447,6 +466,12 @@ where
         .summary();
     if resumed_after > 0 {
         training = training.checkpoint(resumed_after);
+    }
+    if devices.len() > 1 {
+        training = training.with_training_strategy(
+            ExecutionStrategy::MultiDevice(devices.to_vec(), MultiDeviceOptim::OptimMainDevice)
+                .into(),
+        );
     }
     let result = training.launch(Learner::new(trainee, optim, schedule));
     Ok(result.model)

@@ -338,30 +338,51 @@ fn check_inverse_permutations(
     Ok(())
 }
 
-/// Builds a model of `config` with the weights in `tensors` (reference key names).
+/// Translates tensors with the reference's key names into trustgc's parameters (path →
+/// float32 or int64 data), after every check of the key table.
 ///
 /// # Errors
 /// [`LoadError::Keys`] listing every missing, unexpected and mis-shaped key;
 /// [`LoadError::DType`], [`LoadError::NonFinite`] or [`LoadError::FixedTensor`] naming
 /// the first offending tensor.
+pub fn reference_to_native(
+    config: &GcConfig,
+    tensors: &HashMap<String, RawTensor>,
+) -> Result<std::collections::BTreeMap<String, TensorData>, LoadError> {
+    config.validate()?;
+    let table = key_table(config);
+    check_keys(&table, tensors)?;
+    let mut values = std::collections::BTreeMap::new();
+    for row in &table {
+        values.insert(row.ours.clone(), translate(row, &tensors[&row.reference])?);
+    }
+    let as_map: HashMap<String, TensorData> =
+        values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    check_inverse_permutations(&table, &as_map)?;
+    Ok(values)
+}
+
+/// Builds a model of `config` with the weights in `tensors` (reference key names).
+///
+/// # Errors
+/// As [`reference_to_native`].
 pub fn model_from_reference_tensors<B: Backend>(
     config: &GcConfig,
     tensors: &HashMap<String, RawTensor>,
     device: &B::Device,
 ) -> Result<GenerativeClassifier<B>, LoadError> {
-    config.validate()?;
-    let table = key_table(config);
-    check_keys(&table, tensors)?;
-    let mut values = HashMap::with_capacity(table.len());
-    for row in &table {
-        values.insert(row.ours.clone(), translate(row, &tensors[&row.reference])?);
-    }
-    check_inverse_permutations(&table, &values)?;
-    for data in values.values_mut() {
-        if data.dtype == burn::tensor::DType::I64 {
-            *data = data.clone().convert::<B::IntElem>();
-        }
-    }
+    let native = reference_to_native(config, tensors)?;
+    let mut values: HashMap<String, TensorData> = native
+        .into_iter()
+        .map(|(path, data)| {
+            let data = if data.dtype == burn::tensor::DType::I64 {
+                data.convert::<B::IntElem>()
+            } else {
+                data
+            };
+            (path, data)
+        })
+        .collect();
     let model = GenerativeClassifier::new(config, device)?;
     let model = replace_parameters(model, &mut values, device);
     assert!(

@@ -4,7 +4,10 @@
 //! backend selection from [`trustgc_backend`].
 
 pub mod classifier;
+pub mod convert;
 pub mod error;
+#[cfg(feature = "pretrained")]
+pub mod hub;
 pub mod import;
 pub mod native;
 pub mod preprocess;
@@ -13,6 +16,8 @@ pub use classifier::{
     ClassScore, Classifier, ClassifyError, Likelihoods, ModelDirError, OodStats, Verdict,
 };
 pub use error::{KeyReport, LoadError, ShapeMismatch};
+#[cfg(feature = "pretrained")]
+pub use hub::{HubError, HubOptions, Pretrained, PretrainedExt, fetch_model_dir};
 pub use trustgc_backend as backend;
 pub use trustgc_core as core;
 pub use trustgc_core::{Beta, GcConfig, GcOutput, GenerativeClassifier, Mode};

@@ -80,12 +80,10 @@ pub fn model_tensors<B: Backend>(model: &GenerativeClassifier<B>) -> BTreeMap<St
         .collect()
 }
 
-/// Serializes a model to safetensors bytes with trustgc's parameter names.
-pub fn to_safetensors_bytes<B: Backend>(
-    model: &GenerativeClassifier<B>,
-    metadata: Option<HashMap<String, String>>,
+/// Serializes parameters (path → float32 or int64 data) to safetensors bytes.
+pub fn native_to_safetensors_bytes(
+    tensors: &BTreeMap<String, TensorData>,
 ) -> Result<Vec<u8>, safetensors::SafeTensorError> {
-    let tensors = model_tensors(model);
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(path, data)| {
@@ -94,12 +92,18 @@ pub fn to_safetensors_bytes<B: Backend>(
             } else {
                 Dtype::F32
             };
-            let view = TensorView::new(dtype, data.shape.as_slice().to_vec(), data.as_bytes())
-                .expect("tensor data matches its shape");
-            (path.clone(), view)
+            TensorView::new(dtype, data.shape.as_slice().to_vec(), data.as_bytes())
+                .map(|view| (path.clone(), view))
         })
-        .collect();
-    safetensors::serialize(views, metadata)
+        .collect::<Result<_, _>>()?;
+    safetensors::serialize(views, None)
+}
+
+/// Serializes a model to safetensors bytes with trustgc's parameter names.
+pub fn to_safetensors_bytes<B: Backend>(
+    model: &GenerativeClassifier<B>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    native_to_safetensors_bytes(&model_tensors(model))
 }
 
 /// Saves a model as `path` (safetensors, trustgc names), atomically.
@@ -107,7 +111,7 @@ pub fn save_safetensors<B: Backend>(
     model: &GenerativeClassifier<B>,
     path: &Path,
 ) -> Result<(), SaveError> {
-    let bytes = to_safetensors_bytes(model, None).map_err(|source| SaveError::Encode {
+    let bytes = to_safetensors_bytes(model).map_err(|source| SaveError::Encode {
         path: path.to_path_buf(),
         source,
     })?;
