@@ -16,22 +16,6 @@ use trustgc::{GcConfig, GenerativeClassifier, Mode};
 
 type B = Flex;
 
-fn mini_config() -> GcConfig {
-    GcConfig {
-        input_shape: [3, 112, 112],
-        n_classes: 10,
-        n_loss_dims: 768,
-        mu_low_rank_k: 8,
-        base_width: 16,
-        planes: vec![32, 64, 64, 128],
-        blocks: vec![1, 2, 1, 1],
-        strides: vec![1, 2, 1, 2],
-        entry_1x1_hidden: 48,
-        input: None,
-        ..GcConfig::imagenet()
-    }
-}
-
 fn bench_flow(c: &mut Criterion, name: &str, config: &GcConfig, batches: &[usize]) {
     let device = Default::default();
     let model = GenerativeClassifier::<B>::new(config, &device).unwrap();
@@ -55,7 +39,7 @@ fn bench_flow(c: &mut Criterion, name: &str, config: &GcConfig, batches: &[usize
 }
 
 fn flow(c: &mut Criterion) {
-    bench_flow(c, "mini", &mini_config(), &[1, 4, 16]);
+    bench_flow(c, "mini", &GcConfig::mini(), &[1, 4, 16]);
     bench_flow(c, "imagenet", &GcConfig::imagenet(), &[1]);
 }
 

@@ -19,23 +19,6 @@ use burn::tensor::{Tensor, TensorData};
 use trustgc::import::{RawValues, load_reference_safetensors, read_safetensors};
 use trustgc::{GcConfig, Mode};
 
-/// The golden mini model's architecture (`../shared/golden/mini/config.json`).
-fn mini_config() -> GcConfig {
-    GcConfig {
-        input_shape: [3, 112, 112],
-        n_classes: 10,
-        n_loss_dims: 768,
-        mu_low_rank_k: 8,
-        base_width: 16,
-        planes: vec![32, 64, 64, 128],
-        blocks: vec![1, 2, 1, 1],
-        strides: vec![1, 2, 1, 2],
-        entry_1x1_hidden: 48,
-        input: None,
-        ..GcConfig::imagenet()
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let imagenet = args.iter().any(|a| a == "--imagenet");
@@ -52,7 +35,7 @@ fn main() -> ExitCode {
     let config = if imagenet {
         GcConfig::imagenet()
     } else {
-        mini_config()
+        GcConfig::mini()
     };
 
     let device = Default::default();

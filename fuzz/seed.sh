@@ -16,3 +16,8 @@ head -c 65536 "$golden/mini/mini_legacy.avg.pt" > "$corpus/golden_legacy_head.pt
 TRUSTGC_WRITE_SEEDS="$corpus" cargo test --quiet --manifest-path "$here/../Cargo.toml" \
     -p trustgc-checkpoint --test synthetic -- --ignored write_fuzz_seeds
 ls -l "$corpus"
+
+# The `config` target: configs in trustgc's own words (committed in fuzz/seeds/config).
+mkdir -p "$here/corpus/config"
+cp "$here"/seeds/config/*.json "$here/corpus/config/"
+ls -l "$here/corpus/config"

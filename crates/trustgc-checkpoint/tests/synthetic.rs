@@ -464,9 +464,10 @@ fn only_reachable_tensors_count_and_lists_are_indexed() {
 }
 
 /// Writes small valid checkpoints (both formats) as fuzzing seeds into
-/// `$TRUSTGC_WRITE_SEEDS`; `fuzz/seed.sh` runs it.
+/// `$TRUSTGC_WRITE_SEEDS`; `fuzz/seed.sh` runs it:
+/// `TRUSTGC_WRITE_SEEDS=fuzz/corpus/checkpoint cargo test -p trustgc-checkpoint --test synthetic -- --ignored write_fuzz_seeds`
 #[test]
-#[ignore = "writes fuzzing seeds; run by fuzz/seed.sh"]
+#[ignore = "writes fuzzing seeds: TRUSTGC_WRITE_SEEDS=DIR cargo test -p trustgc-checkpoint --test synthetic -- --ignored write_fuzz_seeds"]
 fn write_fuzz_seeds() {
     let Some(dir) = std::env::var_os("TRUSTGC_WRITE_SEEDS") else {
         panic!("set TRUSTGC_WRITE_SEEDS to the corpus directory");

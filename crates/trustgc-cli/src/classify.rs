@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use trustgc::preprocess::{model_input, read_image};
 use trustgc::{Classifier, Likelihoods, OodStats, Verdict};
-use trustgc_backend::{BackendTask, DeviceSpec, run_on};
+use trustgc_backend::{BackendTask, run_on};
 use trustgc_core::input::InputSpec;
 use trustgc_train::data::{
     EpochLoader, GrayscaleSamples, IdxSplit, LabeledImages, LoaderSettings, Samples,
@@ -76,13 +76,6 @@ pub struct FitOodArgs {
     /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N`.
     #[arg(long)]
     device: Option<String>,
-}
-
-fn device(spec: &Option<String>) -> Result<DeviceSpec, BoxError> {
-    Ok(match spec {
-        Some(text) => DeviceSpec::parse(text)?,
-        None => DeviceSpec::from_env()?,
-    })
 }
 
 fn verdict_text(verdict: &Option<Verdict>, names: &dyn Fn(usize) -> String) -> String {
@@ -188,7 +181,7 @@ impl BackendTask for ClassifyTask {
 
 /// `trustgc classify`: returns how many images failed.
 pub fn classify(args: ClassifyArgs) -> Result<usize, BoxError> {
-    let spec = device(&args.device)?;
+    let spec = crate::device(&args.device)?;
     run_on(&spec, ClassifyTask { args })?
 }
 
@@ -325,7 +318,7 @@ impl BackendTask for FitOodTask {
 
 /// `trustgc fit-ood`.
 pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
-    let spec = device(&args.device)?;
+    let spec = crate::device(&args.device)?;
     let (stats, held_out, dir) = run_on(&spec, FitOodTask { args })??;
     let path = dir.join("ood.json");
     trustgc::native::write_atomically(&path, serde_json::to_string_pretty(&stats)?.as_bytes())?;

@@ -10,7 +10,7 @@ use clap::Args;
 use safetensors::tensor::TensorView;
 use trustgc::import::{RawTensor, RawValues, model_from_reference_tensors, read_safetensors};
 use trustgc::native::{model_from_tensors, write_atomically};
-use trustgc_backend::{BackendTask, DeviceSpec, run_on};
+use trustgc_backend::{BackendTask, run_on};
 use trustgc_core::{GcConfig, GenerativeClassifier, Mode};
 
 use crate::model_dir;
@@ -185,9 +185,6 @@ impl BackendTask for InferTask {
 
 /// `trustgc infer`.
 pub fn infer(args: InferArgs) -> Result<(), BoxError> {
-    let spec = match &args.device {
-        Some(text) => DeviceSpec::parse(text)?,
-        None => DeviceSpec::from_env()?,
-    };
+    let spec = crate::device(&args.device)?;
     run_on(&spec, InferTask { args })?
 }

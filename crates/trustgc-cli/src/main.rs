@@ -38,6 +38,16 @@ enum Command {
     Convert(convert::ConvertArgs),
 }
 
+/// The device named by `--device`, or by `BURN_DEVICE` (default: the CPU).
+pub(crate) fn device(
+    spec: &Option<String>,
+) -> Result<trustgc_backend::DeviceSpec, Box<dyn std::error::Error>> {
+    Ok(match spec {
+        Some(text) => trustgc_backend::DeviceSpec::parse(text)?,
+        None => trustgc_backend::DeviceSpec::from_env()?,
+    })
+}
+
 /// Exit code when some images could not be classified (the others were).
 const EXIT_SOME_FAILED: i32 = 3;
 

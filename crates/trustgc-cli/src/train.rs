@@ -115,13 +115,6 @@ pub struct EvalArgs {
     device: Option<String>,
 }
 
-fn device(spec: &Option<String>) -> Result<DeviceSpec, BoxError> {
-    Ok(match spec {
-        Some(text) => DeviceSpec::parse(text)?,
-        None => DeviceSpec::from_env()?,
-    })
-}
-
 fn devices(spec: &Option<String>) -> Result<Vec<DeviceSpec>, BoxError> {
     match spec {
         Some(text) => text.split(',').map(|d| Ok(DeviceSpec::parse(d)?)).collect(),
@@ -369,7 +362,7 @@ impl BackendTask for EvalTask {
 
 /// `trustgc eval`.
 pub fn eval(args: EvalArgs) -> Result<(), BoxError> {
-    let spec = device(&args.device)?;
+    let spec = crate::device(&args.device)?;
     let json = args.json;
     let report = run_on(&spec, EvalTask { args })??;
     if json {

@@ -30,23 +30,6 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn mini_config() -> GcConfig {
-    GcConfig {
-        input_shape: [3, 112, 112],
-        n_classes: 10,
-        n_loss_dims: 768,
-        mu_low_rank_k: 8,
-        base_width: 16,
-        planes: vec![32, 64, 64, 128],
-        blocks: vec![1, 2, 1, 1],
-        strides: vec![1, 2, 1, 2],
-        entry_1x1_hidden: 48,
-        input: None,
-        class_names: Vec::new(),
-        ..GcConfig::imagenet()
-    }
-}
-
 fn floats(path: &Path, key: &str) -> Vec<f64> {
     match &read_safetensors(path).unwrap()[key].values {
         RawValues::Float(v) => v.clone(),
@@ -69,7 +52,7 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
 fn infer_reproduces_the_golden_latents_and_inverse() {
     let dir = scratch("infer");
     let config = dir.join("mini.json");
-    std::fs::write(&config, mini_config().to_json()).unwrap();
+    std::fs::write(&config, GcConfig::mini().to_json()).unwrap();
     let weights = golden("mini/mini.safetensors");
     let inputs = golden("mini/golden.safetensors");
     let out = dir.join("out.safetensors");
@@ -129,7 +112,7 @@ fn infer_reproduces_the_golden_latents_and_inverse() {
 fn infer_rejects_bad_inputs_with_a_message() {
     let dir = scratch("infer-bad");
     let config = dir.join("mini.json");
-    std::fs::write(&config, mini_config().to_json()).unwrap();
+    std::fs::write(&config, GcConfig::mini().to_json()).unwrap();
     let weights = golden("mini/mini.safetensors");
     // The golden batch has no `x` under another name; the reference's own x is [4,3,112,112]
     // but the full ImageNet architecture (no --config) expects 3x224x224 and other keys.
@@ -208,7 +191,7 @@ fn unreadable_images_fail_with_their_path_and_exit_code_3() {
     std::fs::create_dir_all(&model).unwrap();
     // A model folder from the golden mini, with a grayscale-free config: classify needs an
     // input representation, so give it the ImageNet one at 112.
-    let mut config = mini_config();
+    let mut config = GcConfig::mini();
     config.input = Some(trustgc_core::input::InputSpec::ImageNet {
         resize: 128,
         crop: 112,
@@ -252,7 +235,7 @@ fn unreadable_images_fail_with_their_path_and_exit_code_3() {
 fn convert_then_infer_equals_infer_on_the_checkpoint() {
     let dir = scratch("convert");
     let config = dir.join("mini.json");
-    std::fs::write(&config, mini_config().to_json()).unwrap();
+    std::fs::write(&config, GcConfig::mini().to_json()).unwrap();
     let pt = golden("mini/mini_legacy.avg.pt");
     let out = dir.join("converted");
     let _ = std::fs::remove_dir_all(&out);

@@ -218,6 +218,27 @@ impl GcConfig {
         }
     }
 
+    /// The mini model of the reference data (`../shared/golden/mini/`): the released code
+    /// paths at small sizes (3x112x112, 10 classes, 768 loss dimensions, rank 8, base width
+    /// 16, planes [32, 64, 64, 128], blocks [1, 2, 1, 1], strides [1, 2, 1, 2]). No input
+    /// representation: it takes tensors.
+    pub fn mini() -> Self {
+        Self {
+            input_shape: [3, 112, 112],
+            n_classes: 10,
+            n_loss_dims: 768,
+            mu_low_rank_k: 8,
+            base_width: 16,
+            planes: vec![32, 64, 64, 128],
+            blocks: vec![1, 2, 1, 1],
+            strides: vec![1, 2, 1, 2],
+            entry_1x1_hidden: 48,
+            class_names: Vec::new(),
+            input: None,
+            ..Self::imagenet()
+        }
+    }
+
     /// Parses and validates a `config.json`.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         let config: Self =
@@ -636,12 +657,14 @@ mod tests {
     fn huge_sizes_are_errors_not_overflows() {
         let mut config = GcConfig::imagenet();
         config.input_shape = [usize::MAX / 2, 224, 224];
+        config.input = None;
         assert!(matches!(
             config.validate(),
             Err(ConfigError::Overflow { .. })
         ));
         let mut config = GcConfig::imagenet();
         config.n_classes = usize::MAX / 3;
+        config.class_names.clear();
         assert!(matches!(
             config.validate(),
             Err(ConfigError::Overflow { .. })

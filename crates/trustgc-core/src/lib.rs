@@ -18,6 +18,7 @@
 //! let mut config = GcConfig::imagenet();
 //! config.input_shape = [3, 32, 32];
 //! config.n_classes = 4;
+//! config.class_names = Vec::new(); // the 1000 ImageNet names no longer apply
 //! config.n_loss_dims = 16;
 //! config.mu_low_rank_k = 2;
 //! config.base_width = 8;

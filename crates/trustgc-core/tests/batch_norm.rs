@@ -21,6 +21,7 @@ fn tiny() -> GcConfig {
         strides: vec![1],
         entry_1x1_hidden: 8,
         input: None,
+        class_names: Vec::new(),
         ..GcConfig::imagenet()
     }
 }

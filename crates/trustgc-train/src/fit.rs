@@ -30,6 +30,7 @@ use crate::data::{
 };
 use crate::photos::{PhotoSamples, PhotoSpec};
 use crate::recorder::AtomicFileRecorder;
+use crate::resumed::ResumedEpochs;
 use crate::schedule::ScheduledLr;
 use crate::step::{GcMetric, Quantity, StepSettings, Trainee};
 
@@ -450,7 +451,7 @@ where
 {
     let csv_path = dir.join("metrics.csv");
     let columns: Vec<&str> = Quantity::ALL.iter().map(|q| q.name()).collect();
-    let csv = CsvLogger::open(&csv_path, &columns).map_err(io_error(&csv_path))?;
+    let csv = CsvLogger::open(&csv_path, &columns, resumed_after).map_err(io_error(&csv_path))?;
     let mut training = SupervisedTraining::new(dir, train_loader, valid_loader);
     for quantity in Quantity::ALL {
         training = training
@@ -460,8 +461,11 @@ where
     let mut training = training
         .with_file_checkpointer(AtomicFileRecorder::new())
         .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
-        .with_metric_logger(FileMetricLogger::new(dir))
-        .with_metric_logger(csv)
+        .with_metric_logger(ResumedEpochs::new(
+            FileMetricLogger::new(dir),
+            resumed_after,
+        ))
+        .with_metric_logger(ResumedEpochs::new(csv, resumed_after))
         .num_epochs(config.epochs)
         .summary();
     if resumed_after > 0 {

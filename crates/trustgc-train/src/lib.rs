@@ -11,5 +11,6 @@ pub mod fit;
 pub mod idx;
 pub mod photos;
 pub mod recorder;
+pub mod resumed;
 pub mod schedule;
 pub mod step;

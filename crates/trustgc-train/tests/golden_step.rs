@@ -36,22 +36,6 @@ fn golden_dir() -> PathBuf {
     dir
 }
 
-fn mini_config() -> GcConfig {
-    GcConfig {
-        input_shape: [3, 112, 112],
-        n_classes: 10,
-        n_loss_dims: 768,
-        mu_low_rank_k: 8,
-        base_width: 16,
-        planes: vec![32, 64, 64, 128],
-        blocks: vec![1, 2, 1, 1],
-        strides: vec![1, 2, 1, 2],
-        entry_1x1_hidden: 48,
-        input: None,
-        ..GcConfig::imagenet()
-    }
-}
-
 struct GradCollector<'a> {
     grads: &'a GradientsParams,
     path: Vec<String>,
@@ -88,7 +72,7 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn trainer_step_gradients_match_the_reference() {
     let device = Default::default();
-    let config = mini_config();
+    let config = GcConfig::mini();
     let golden = read_safetensors(&golden_dir().join("mini/golden.safetensors")).unwrap();
     let values = |key: &str| match &golden[key].values {
         RawValues::Float(v) => v.clone(),

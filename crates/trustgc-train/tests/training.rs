@@ -128,8 +128,31 @@ fn resuming_equals_an_uninterrupted_run() {
         )
         .unwrap();
     }
+    // Its metrics.csv as it was then: epoch 1's rows and a row torn by the interruption.
+    let whole_csv = std::fs::read_to_string(whole.join("metrics.csv")).unwrap();
+    let epoch1: String = whole_csv
+        .split_inclusive('\n')
+        .filter(|l| l.split(',').nth(1) != Some("2"))
+        .collect();
+    std::fs::write(
+        resumed.join("metrics.csv"),
+        format!("{epoch1}123.4,2,train,1,0.5"),
+    )
+    .unwrap();
     let summary = run::<B>(&config, &resumed, true, None, &Default::default()).unwrap();
     assert_eq!(summary.resumed_after, 1);
+    // The resumed log reads like the uninterrupted one: same epochs, same values (the
+    // seconds column aside), nothing torn; burn-train's own logs go to epoch-2, not epoch-1.
+    let without_seconds = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split_once(',').map_or(l, |(_, rest)| rest).to_string())
+            .collect()
+    };
+    let resumed_csv = std::fs::read_to_string(resumed.join("metrics.csv")).unwrap();
+    assert_eq!(without_seconds(&resumed_csv), without_seconds(&whole_csv));
+    assert!(resumed.join("train").join("epoch-2").is_dir());
+    assert!(!resumed.join("train").join("epoch-1").exists());
+    assert!(!resumed.join("valid").join("epoch-1").exists());
     assert_eq!(summary.epochs_run, 1);
 
     let a = tensors(&whole.join("model.safetensors"));

@@ -510,3 +510,88 @@ impl<B: Backend> Classifier<B> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calibration scores of two well separated classes.
+    fn calibration() -> (Vec<f64>, Vec<Vec<f64>>, Vec<usize>) {
+        let mut marginal = Vec::new();
+        let mut classes = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..200 {
+            let label = i % 2;
+            let jitter = (i as f64 * 0.37).sin() * 0.1;
+            let own = -1.0 + jitter;
+            let other = -3.0 + jitter;
+            marginal.push(own - 0.2);
+            classes.push(if label == 0 {
+                vec![own, other]
+            } else {
+                vec![other, own]
+            });
+            labels.push(label);
+        }
+        (marginal, classes, labels)
+    }
+
+    #[test]
+    fn verdicts_follow_the_typicality_tests() {
+        let (marginal, classes, labels) = calibration();
+        let stats = OodStats::fit(0.02, &marginal, &classes, &labels, "synthetic".into());
+        assert!(stats.marginal_low < stats.marginal_high);
+        // At most the two tails of the marginal and one class tail fail: ≤ 2·alpha here.
+        assert!(stats.false_alarm_rate <= 0.04, "{}", stats.false_alarm_rate);
+        assert_eq!(
+            stats.verdict(-1.2, &[-1.0, -3.0]),
+            Verdict::Confident { class: 0 }
+        );
+        assert_eq!(
+            stats.verdict(-1.2, &[-3.0, -1.0]),
+            Verdict::Confident { class: 1 }
+        );
+        assert_eq!(
+            stats.verdict(-1.2, &[-1.0, -1.02]),
+            Verdict::Ambiguous {
+                classes: vec![0, 1]
+            }
+        );
+        // Far too unlikely, or suspiciously likely: out of distribution either way.
+        assert_eq!(
+            stats.verdict(-9.0, &[-1.0, -3.0]),
+            Verdict::OutOfDistribution {
+                atypical_marginal: true
+            }
+        );
+        assert_eq!(
+            stats.verdict(5.0, &[-1.0, -3.0]),
+            Verdict::OutOfDistribution {
+                atypical_marginal: true
+            }
+        );
+        // A typical total likelihood that no class explains.
+        assert_eq!(
+            stats.verdict(-1.2, &[-5.0, -5.0]),
+            Verdict::OutOfDistribution {
+                atypical_marginal: false
+            }
+        );
+        // NaN scores are never typical.
+        assert_eq!(
+            stats.verdict(f64::NAN, &[-1.0, -3.0]),
+            Verdict::OutOfDistribution {
+                atypical_marginal: true
+            }
+        );
+        // The statistics survive a JSON round trip (they are stored as ood.json).
+        let back: OodStats = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
+        assert_eq!(back, stats);
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable() {
+        assert!((logsumexp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-12);
+        assert_eq!(logsumexp(&[f64::NEG_INFINITY]), f64::NEG_INFINITY);
+    }
+}

@@ -30,7 +30,7 @@ pub enum ConvertError {
         path: PathBuf,
         /// The reader's error.
         #[source]
-        source: CheckpointError,
+        source: Box<CheckpointError>,
     },
     /// Its tensors do not fit the config.
     #[error("checkpoint {path}: {source}")]
@@ -39,7 +39,7 @@ pub enum ConvertError {
         path: PathBuf,
         /// What does not fit.
         #[source]
-        source: LoadError,
+        source: Box<LoadError>,
     },
     /// The output folder already exists.
     #[error("{path} already exists; remove it or choose another --out")]
@@ -71,7 +71,7 @@ pub enum ConvertError {
 pub fn read_reference_checkpoint(path: &Path) -> Result<HashMap<String, RawTensor>, ConvertError> {
     let checkpoint = read_checkpoint(path, default_keep).map_err(|source| ConvertError::Read {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(checkpoint
         .tensors
@@ -102,7 +102,7 @@ pub fn load_checkpoint<B: Backend>(
     let tensors = read_reference_checkpoint(path)?;
     model_from_reference_tensors(config, &tensors, device).map_err(|source| ConvertError::Load {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -166,7 +166,7 @@ pub fn convert_checkpoint(
     let tensors = read_reference_checkpoint(pt)?;
     let native = reference_to_native(config, &tensors).map_err(|source| ConvertError::Load {
         path: pt.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     drop(tensors);
     let weights = out_dir.join("model.safetensors");

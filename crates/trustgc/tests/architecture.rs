@@ -184,6 +184,8 @@ fn imagenet_permutation_is_numpys() {
 fn mini_config_is_expressible() {
     let config = mini_config();
     config.validate().unwrap();
+    // The reference's own description translates to the built-in preset.
+    assert_eq!(config, GcConfig::mini());
     let reference = mini_reference_json();
     let n = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
     assert_eq!(config.total_dims(), n(&reference["n_total_dims_1d"]));

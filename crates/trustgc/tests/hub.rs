@@ -64,36 +64,6 @@ fn golden_path(relative: &str) -> PathBuf {
     path
 }
 
-/// The golden mini model's config (copied from tests/common/mod.rs).
-fn mini_config() -> GcConfig {
-    let text = std::fs::read_to_string(golden_path("mini/config.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let n = |x: &serde_json::Value| x.as_u64().unwrap() as usize;
-    let list = |x: &serde_json::Value| x.as_array().unwrap().iter().map(n).collect::<Vec<_>>();
-    let backbone = &v["backbone"];
-    let dims = list(&v["input_dims"]);
-    GcConfig {
-        input_shape: [dims[0], dims[1], dims[2]],
-        n_classes: n(&v["n_classes"]),
-        n_loss_dims: n(&v["n_loss_dims_1d"]),
-        mu_low_rank_k: n(&v["mu_low_rank_k"]),
-        base_width: n(&backbone["base_width"]),
-        planes: list(&backbone["planes"]),
-        blocks: list(&backbone["blocks"]),
-        strides: list(&backbone["strides"]),
-        clamp: backbone["clamp"].as_f64().unwrap(),
-        act_norm: backbone["act_norm"].as_f64().unwrap(),
-        entry_1x1_hidden: n(&backbone["entry_1x1_subnet_hidden"]),
-        haar_rebalance: v["haar"]["rebalance"].as_f64().unwrap(),
-        dct_rebalance: v["head"]["dct_rebalance"].as_f64().unwrap(),
-        permute_seed: n(&v["head"]["permute_random_seed"]) as u32,
-        bn_momentum: backbone["bn_momentum"].as_f64().unwrap(),
-        bn_eps: backbone["bn_eps"].as_f64().unwrap(),
-        class_names: Vec::new(),
-        input: None,
-    }
-}
-
 /// This run's scratch folder, `target/tmp/hub-tests-<pid>`; folders of earlier runs
 /// whose process is gone are removed first.
 fn scratch_root() -> &'static Path {
@@ -137,7 +107,7 @@ struct LocalModel {
 fn local_model() -> &'static LocalModel {
     static MODEL: OnceLock<LocalModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let config = mini_config();
+        let config = GcConfig::mini();
         let model = load_reference_safetensors::<B>(
             &golden_path("mini/mini.safetensors"),
             &config,
@@ -157,7 +127,7 @@ fn local_model() -> &'static LocalModel {
 
 /// A deterministic input batch for the mini model.
 fn input() -> Tensor<B, 4> {
-    let [c, h, w] = mini_config().input_shape;
+    let [c, h, w] = GcConfig::mini().input_shape;
     let n = 2 * c * h * w;
     let data: Vec<f32> = (0..n)
         .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 2.0)
@@ -709,7 +679,7 @@ fn first_load_downloads_then_the_cache_serves_without_the_server() {
         GenerativeClassifier::<B>::pretrained_with(Pretrained::Beta8, &opts, &device).unwrap();
     let local = trustgc::native::load_safetensors::<B>(
         &local_model().dir.join("model.safetensors"),
-        &mini_config(),
+        &GcConfig::mini(),
         &device,
     )
     .unwrap();
@@ -1091,30 +1061,58 @@ fn original_checkpoints_are_converted_once() {
     // activations); the options say its architecture.
     let checkpoint = std::fs::read(golden_dir().join("mini/mini.avg.pt")).unwrap();
     let mut repo = HubRepo::default();
-    repo.files.insert("beta_8.avg.pt".into(), HubFile::lfs(&checkpoint));
+    repo.files
+        .insert("beta_8.avg.pt".into(), HubFile::lfs(&checkpoint));
     let mut server = Server::start(vec![(REPO, repo)]);
     let cache = scratch("original");
     let mut opts = options(&server, REPO, &cache);
-    opts.architecture = mini_config();
+    opts.architecture = GcConfig::mini();
 
     let converted = fetch_model_dir(Pretrained::Beta8, &opts).unwrap();
-    assert!(converted.starts_with(cache.join("trustgc-converted")), "{}", converted.display());
+    assert!(
+        converted.starts_with(cache.join("trustgc-converted")),
+        "{}",
+        converted.display()
+    );
     for name in ["config.json", "model.safetensors", "README.md"] {
-        assert!(converted.join(name).is_file(), "{name} missing in {}", converted.display());
+        assert!(
+            converted.join(name).is_file(),
+            "{name} missing in {}",
+            converted.display()
+        );
     }
     let seen = server.seen();
-    assert!(seen.iter().any(|s| s.method == "GET" && s.path.ends_with("/beta_8.avg.pt")));
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.ends_with("/beta_8.avg.pt"))
+    );
     // Converted from the .pt, the model gives exactly the local model's outputs.
-    let classifier = Classifier::<B>::pretrained_with(Pretrained::Beta8, &opts, &Default::default()).unwrap();
+    let classifier =
+        Classifier::<B>::pretrained_with(Pretrained::Beta8, &opts, &Default::default()).unwrap();
     assert_eq!(&class_log_likelihoods(&classifier), reference_outputs());
     // Once: later calls reuse the folder, with the server gone and offline too.
-    let modified = std::fs::metadata(converted.join("model.safetensors")).unwrap().modified().unwrap();
+    let modified = std::fs::metadata(converted.join("model.safetensors"))
+        .unwrap()
+        .modified()
+        .unwrap();
     server.stop();
-    assert_eq!(fetch_model_dir(Pretrained::Beta8, &opts).unwrap(), converted);
+    assert_eq!(
+        fetch_model_dir(Pretrained::Beta8, &opts).unwrap(),
+        converted
+    );
     let mut offline = opts.clone();
     offline.offline = true;
-    assert_eq!(fetch_model_dir(Pretrained::Beta8, &offline).unwrap(), converted);
-    assert_eq!(std::fs::metadata(converted.join("model.safetensors")).unwrap().modified().unwrap(), modified);
+    assert_eq!(
+        fetch_model_dir(Pretrained::Beta8, &offline).unwrap(),
+        converted
+    );
+    assert_eq!(
+        std::fs::metadata(converted.join("model.safetensors"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        modified
+    );
     assert_cache_clean(&cache);
 }
 
@@ -1122,23 +1120,33 @@ fn original_checkpoints_are_converted_once() {
 fn a_broken_original_checkpoint_leaves_nothing_behind() {
     let checkpoint = [b"PK\x03\x04".as_slice(), &[7u8; 4096]].concat();
     let mut repo = HubRepo::default();
-    repo.files.insert("beta_8.avg.pt".into(), HubFile::lfs(&checkpoint));
+    repo.files
+        .insert("beta_8.avg.pt".into(), HubFile::lfs(&checkpoint));
     let server = Server::start(vec![(REPO, repo)]);
     let cache = scratch("original-broken");
     let mut opts = options(&server, REPO, &cache);
-    opts.architecture = mini_config();
+    opts.architecture = GcConfig::mini();
     let error = fetch_model_dir(Pretrained::Beta8, &opts).unwrap_err();
     let text = message(&error);
     match &error {
-        HubError::Conversion { source: ConvertError::Read { path, .. }, .. } => {
+        HubError::Conversion {
+            source: ConvertError::Read { path, .. },
+            ..
+        } => {
             assert!(path.ends_with(format!("snapshots/{COMMIT}/beta_8.avg.pt")));
         }
         other => panic!("expected a conversion read error, got {other:?}"),
     }
     assert!(text.contains("beta_8.avg.pt"), "{text}");
     let converted = cache.join("trustgc-converted");
-    let leftovers: Vec<_> = files_under(&converted).into_iter().filter(|p| p.is_file()).collect();
-    assert!(leftovers.is_empty(), "a failed conversion left {leftovers:?}");
+    let leftovers: Vec<_> = files_under(&converted)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "a failed conversion left {leftovers:?}"
+    );
     assert_cache_clean(&cache);
 }
 
