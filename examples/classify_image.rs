@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn::backend::Flex;
-use trustgc::{Classifier, Verdict};
+use trustgc::Classifier;
 
 fn main() -> ExitCode {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -53,22 +53,8 @@ fn main() -> ExitCode {
             result.log_marginal
         );
     }
-    let names = |c: usize| {
-        result
-            .class_names
-            .get(c)
-            .cloned()
-            .unwrap_or_else(|| c.to_string())
-    };
-    match &result.verdict {
-        Some(Verdict::Confident { class }) => println!("  verdict: agrees with {}", names(*class)),
-        Some(Verdict::Ambiguous { classes }) => {
-            let list: Vec<String> = classes.iter().map(|c| names(*c)).collect();
-            println!("  verdict: ambiguous between {}", list.join(", "));
-        }
-        Some(Verdict::OutOfDistribution { .. }) => {
-            println!("  verdict: matches no class (out of distribution)")
-        }
+    match result.verdict_text() {
+        Some(verdict) => println!("  verdict: {verdict}"),
         None => println!(
             "  (no out-of-distribution statistics in {})",
             model.display()

@@ -1,21 +1,24 @@
-//! Load weights saved with the reference's key names and print each class's
-//! log-likelihood for a batch of inputs.
+//! Load a released checkpoint (the authors' `beta_X.avg.pt`, or the same weights as
+//! `.safetensors` with the reference's key names) and print each class's log-likelihood
+//! for a batch of inputs.
 //!
 //! ```text
 //! cargo run --release -p trustgc --example reference_likelihoods -- \
-//!     [WEIGHTS.safetensors] [INPUTS.safetensors] [--imagenet]
+//!     [WEIGHTS.avg.pt|WEIGHTS.safetensors] [INPUTS.safetensors] [--imagenet]
 //! ```
 //!
-//! Defaults: the golden mini model and its input batch from `../shared/golden/mini/`
-//! (two Gaussian-noise images, then the chelsea and coffee photos at 112x112). With
-//! `--imagenet` the weights are read as the released ImageNet architecture. The inputs
-//! file must hold a tensor `x` `[batch, channels, height, width]`, already normalized.
+//! Defaults: the golden mini model, saved exactly as the released files are
+//! (`../shared/golden/mini/mini.avg.pt`), and its input batch (two Gaussian-noise images,
+//! then the chelsea and coffee photos at 112x112). With `--imagenet` the weights are read as
+//! the released ImageNet architecture, e.g. `beta_8.avg.pt`. The inputs file must hold a
+//! tensor `x` `[batch, channels, height, width]`, already normalized.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
+use trustgc::convert::load_checkpoint;
 use trustgc::import::{RawValues, load_reference_safetensors, read_safetensors};
 use trustgc::{GcConfig, Mode};
 
@@ -27,7 +30,7 @@ fn main() -> ExitCode {
     let weights = paths
         .first()
         .map(PathBuf::from)
-        .unwrap_or_else(|| golden.join("mini.safetensors"));
+        .unwrap_or_else(|| golden.join("mini.avg.pt"));
     let inputs = paths
         .get(1)
         .map(PathBuf::from)
@@ -39,7 +42,13 @@ fn main() -> ExitCode {
     };
 
     let device = Default::default();
-    let model = match load_reference_safetensors::<Flex>(&weights, &config, &device) {
+    let is_safetensors = weights.extension().is_some_and(|e| e == "safetensors");
+    let model = if is_safetensors {
+        load_reference_safetensors::<Flex>(&weights, &config, &device).map_err(|e| e.to_string())
+    } else {
+        load_checkpoint::<Flex>(&weights, &config, &device).map_err(|e| e.to_string())
+    };
+    let model = match model {
         Ok(model) => model,
         Err(e) => {
             eprintln!("error: {e}");

@@ -64,12 +64,21 @@ pub struct FitOodArgs {
     /// `test` (t10k-*) or `train`.
     #[arg(long, default_value = "test")]
     split: String,
-    /// Use the first this many images to fit and measure the false-alarm rate on the rest.
+    /// Fit on this many images (after `--skip`) and measure the false-alarm rate on the
+    /// others.
     #[arg(long)]
     calibrate: Option<usize>,
+    /// Leave the first this many images out of the fit (they are measured as held-out
+    /// images), e.g. to keep images used by tests out of the calibration.
+    #[arg(long, default_value_t = 0)]
+    skip: usize,
     /// The per-test false-alarm rate.
     #[arg(long, default_value_t = 0.01)]
     alpha: f64,
+    /// The least posterior of a class that agrees with an input (two or more agreeing
+    /// classes make a verdict ambiguous).
+    #[arg(long, default_value_t = 0.1)]
+    min_posterior: f64,
     /// A shipped model's name or a model folder (`ood.json` is written into it).
     #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
     model: String,
@@ -78,26 +87,7 @@ pub struct FitOodArgs {
     device: Option<String>,
 }
 
-fn verdict_text(verdict: &Option<Verdict>, names: &dyn Fn(usize) -> String) -> String {
-    match verdict {
-        None => "-".into(),
-        Some(Verdict::Confident { class }) => format!("agrees with {}", names(*class)),
-        Some(Verdict::Ambiguous { classes }) => {
-            let list: Vec<String> = classes.iter().map(|c| names(*c)).collect();
-            format!("ambiguous: {}", list.join(", "))
-        }
-        Some(Verdict::OutOfDistribution { .. }) => "OUT OF DISTRIBUTION: matches no class".into(),
-    }
-}
-
 fn print_table(path: &std::path::Path, result: &Likelihoods, top_k: usize) {
-    let names = |c: usize| {
-        result
-            .class_names
-            .get(c)
-            .cloned()
-            .unwrap_or_else(|| c.to_string())
-    };
     println!("{}", path.display());
     let bpd = result
         .bits_per_dim
@@ -106,7 +96,7 @@ fn print_table(path: &std::path::Path, result: &Likelihoods, top_k: usize) {
     println!(
         "  {bpd}log p(x) = {:.1} nats; verdict: {}",
         result.log_marginal,
-        verdict_text(&result.verdict, &names)
+        result.verdict_text().unwrap_or_else(|| "-".into())
     );
     println!(
         "  {:<24} {:>10} {:>18}",
@@ -223,13 +213,14 @@ struct FitOodTask {
 }
 
 impl BackendTask for FitOodTask {
-    type Output = Result<(OodStats, Option<f64>, PathBuf), BoxError>;
+    type Output = Result<(OodStats, Option<(usize, f64, f64)>, PathBuf), BoxError>;
 
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
         let args = self.args;
         let dir = model_dir::resolve(&args.model);
-        let classifier: Classifier<B> = Classifier::from_dir(&dir, &device)?;
-        let config = classifier.config().clone();
+        // The statistics in `ood.json` (if any) are being replaced: not read.
+        let (config, model) = model_dir::load::<B>(&dir, &device)?;
+        let classifier = Classifier::new(config.clone(), model, &device);
         let Some(InputSpec::Grayscale(input)) = &config.input else {
             return Err("fit-ood on IDX data needs a grayscale model".into());
         };
@@ -260,7 +251,8 @@ impl BackendTask for FitOodTask {
             device.clone(),
         );
         let d = config.total_dims() as f64;
-        let (mut marginal, mut classes, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut marginal, mut classes, mut posteriors, mut labels) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let bar = std::io::stderr()
             .is_terminal()
             .then(|| ProgressBar::new(data.len() as u64));
@@ -271,13 +263,8 @@ impl BackendTask for FitOodTask {
                 .zip(batch.labels)
             {
                 marginal.push(result.log_marginal / d);
-                classes.push(
-                    result
-                        .class_log_likelihoods
-                        .iter()
-                        .map(|l| l / d)
-                        .collect::<Vec<f64>>(),
-                );
+                classes.push(result.class_distances);
+                posteriors.push(result.log_posterior);
                 labels.push(label);
             }
             if let Some(bar) = &bar {
@@ -287,9 +274,21 @@ impl BackendTask for FitOodTask {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        let fit_count = args.calibrate.unwrap_or(labels.len()).min(labels.len());
+        let start = args.skip.min(labels.len());
+        let end = match args.calibrate {
+            Some(n) => start.saturating_add(n).min(labels.len()),
+            None => labels.len(),
+        };
+        if start == end {
+            return Err(format!(
+                "no images left to fit on ({} images, --skip {})",
+                labels.len(),
+                args.skip
+            )
+            .into());
+        }
         let source = format!(
-            "{} split of {}, images 0..{fit_count}",
+            "{} split of {}, images {start}..{end}",
             args.split,
             args.data
                 .file_name()
@@ -298,19 +297,33 @@ impl BackendTask for FitOodTask {
         );
         let stats = OodStats::fit(
             args.alpha,
-            &marginal[..fit_count],
-            &classes[..fit_count],
-            &labels[..fit_count],
+            args.min_posterior,
+            &marginal[start..end],
+            &classes[start..end],
+            &posteriors[start..end],
+            &labels[start..end],
             source,
         );
-        let held_out = (fit_count < labels.len()).then(|| {
-            let alarms = (fit_count..labels.len())
-                .filter(|&i| {
-                    stats.verdict(marginal[i], &classes[i])
+        let held_out: Vec<usize> = (0..start).chain(end..labels.len()).collect();
+        let held_out = (!held_out.is_empty()).then(|| {
+            let alarms = held_out
+                .iter()
+                .filter(|&&i| {
+                    stats.verdict(marginal[i], &classes[i], &posteriors[i])
                         != Verdict::Confident { class: labels[i] }
                 })
                 .count();
-            alarms as f64 / (labels.len() - fit_count) as f64
+            let ood = held_out
+                .iter()
+                .filter(|&&i| {
+                    matches!(
+                        stats.verdict(marginal[i], &classes[i], &posteriors[i]),
+                        Verdict::OutOfDistribution { .. }
+                    )
+                })
+                .count();
+            let n = held_out.len() as f64;
+            (held_out.len(), alarms as f64 / n, ood as f64 / n)
         });
         Ok((stats, held_out, dir))
     }
@@ -318,6 +331,12 @@ impl BackendTask for FitOodTask {
 
 /// `trustgc fit-ood`.
 pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
+    if !(args.alpha > 0.0 && args.alpha < 1.0) {
+        return Err(format!("--alpha {} must be between 0 and 1", args.alpha).into());
+    }
+    if !(args.min_posterior > 0.0 && args.min_posterior <= 1.0) {
+        return Err(format!("--min-posterior {} must be in (0, 1]", args.min_posterior).into());
+    }
     let spec = crate::device(&args.device)?;
     let (stats, held_out, dir) = run_on(&spec, FitOodTask { args })??;
     let path = dir.join("ood.json");
@@ -330,8 +349,12 @@ pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
         "false alarms (not 'confident' in the right class) on the fitting images: {:.2} %",
         100.0 * stats.false_alarm_rate
     );
-    if let Some(rate) = held_out {
-        println!("false alarms on the held-out images: {:.2} %", 100.0 * rate);
+    if let Some((images, alarms, ood)) = held_out {
+        println!(
+            "on the {images} held-out images: not 'confident' in the right class {:.2} %, called out of distribution {:.2} %",
+            100.0 * alarms,
+            100.0 * ood
+        );
     }
     println!("wrote {}", path.display());
     Ok(())

@@ -81,6 +81,13 @@ fn default_bn_eps() -> f64 {
     1e-5
 }
 
+/// The most blocks a stage may have (the released model has at most 6).
+pub const MAX_BLOCKS_PER_STAGE: usize = 1024;
+
+/// The most parameters a config may describe (2^32, 16 GiB in float32); a config asking
+/// for more is refused before anything is allocated.
+pub const MAX_PARAMS: usize = 1 << 32;
+
 /// Why a [`GcConfig`] was rejected.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -127,6 +134,16 @@ pub enum ConfigError {
         n_loss_dims: usize,
         /// The latent size.
         total: usize,
+    },
+    /// The model would have more parameters than trustgc builds.
+    #[error(
+        "config describes a model of {params} parameters, more than the {max} trustgc builds (the released ImageNet model has about 140 million)"
+    )]
+    TooLarge {
+        /// The config's parameter count.
+        params: usize,
+        /// The limit, [`MAX_PARAMS`].
+        max: usize,
     },
     /// A size computed from the config overflows.
     #[error("config is too large: {what} overflows")]
@@ -319,6 +336,13 @@ impl GcConfig {
                 ));
             }
         }
+        if self.blocks.iter().any(|&b| b > MAX_BLOCKS_PER_STAGE) {
+            return Err(invalid(
+                "blocks",
+                format!("{:?}", self.blocks),
+                "a stage has at most 1024 blocks",
+            ));
+        }
         if self.blocks.contains(&0) {
             return Err(invalid(
                 "blocks",
@@ -378,6 +402,9 @@ impl GcConfig {
                 "must be empty or name every class",
             ));
         }
+        if let Some(input) = &self.input {
+            input.validate()?;
+        }
         if let Some(input) = &self.input
             && input.model_shape() != self.input_shape
         {
@@ -394,7 +421,13 @@ impl GcConfig {
                 total,
             });
         }
-        self.checked_num_params()?;
+        let params = self.checked_num_params()?;
+        if params > MAX_PARAMS {
+            return Err(ConfigError::TooLarge {
+                params,
+                max: MAX_PARAMS,
+            });
+        }
         Ok(())
     }
 
@@ -654,6 +687,14 @@ mod tests {
     }
 
     #[test]
+    fn fuzzer_finding_a_zero_block_side_is_an_error() {
+        // Found by `cargo fuzz run config` (a division by zero in `model_shape`).
+        let text = r#"{"input_shape": [4, 16, 16], "n_classes": 10, "n_loss_dims": 128, "mu_low_rank_k": 0, "base_width": 32, "planes": [128, 128], "blocks": [4, 4], "strides": [1, 1], "clamp": 0.7, "act_norm": 0.7, "entry_1x1_hidden": 64, "haar_rebalance": 0.4, "dct_rebalance": 0.5, "permute_seed": 0, "bn_momentum": 0.05, "bn_eps": 1e-05, "input": {"kind": "grayscale", "size": 28, "pad": 2, "mean": 0.286, "std": 0.353, "space_to_depth": 0}, "class_names": ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]}"#;
+        let err = GcConfig::from_json(text).unwrap_err();
+        assert!(err.to_string().contains("space_to_depth 0"), "{err}");
+    }
+
+    #[test]
     fn huge_sizes_are_errors_not_overflows() {
         let mut config = GcConfig::imagenet();
         config.input_shape = [usize::MAX / 2, 224, 224];
@@ -669,6 +710,29 @@ mod tests {
             config.validate(),
             Err(ConfigError::Overflow { .. })
         ));
+    }
+
+    #[test]
+    fn absurdly_large_models_are_refused_before_allocation() {
+        // Found by `cargo fuzz run config`: 44,448 blocks made deriving the key table slow.
+        let mut config = GcConfig::mini();
+        config.blocks[1] = 44444;
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    field: "blocks",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut config = GcConfig::mini();
+        config.planes = vec![100_000; config.blocks.len()];
+        let err = config.validate().unwrap_err();
+        assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
+        assert!(GcConfig::imagenet().validate().is_ok());
     }
 
     #[test]

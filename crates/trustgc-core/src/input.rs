@@ -12,6 +12,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ConfigError;
+
+/// The largest image side (resize, crop, grayscale size, padding) a representation may ask
+/// for: large enough for any model of this family, small enough that preprocessing one image
+/// stays within tens of megabytes and no size computed from it overflows.
+pub const MAX_SIDE: usize = 4096;
+
 /// The input representation a model was trained with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -43,7 +50,67 @@ impl InputSpec {
         }
     }
 
-    /// The model input shape `[channels, height, width]` this representation produces.
+    /// Checks that the representation can be computed: positive sizes no larger than
+    /// [`MAX_SIDE`], a crop inside the resized image, a block size dividing the padded
+    /// image, finite means and finite positive standard deviations. [`GcConfig::validate`]
+    /// (and so every config parser) calls it before anything else uses the representation.
+    ///
+    /// [`GcConfig::validate`]: crate::GcConfig::validate
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |value: String, requirement: &'static str| ConfigError::Invalid {
+            field: "input",
+            value,
+            requirement,
+        };
+        let finite = |v: f32| v.is_finite();
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        match self {
+            InputSpec::ImageNet {
+                resize,
+                crop,
+                mean,
+                std,
+            } => {
+                if *crop == 0 || *resize > MAX_SIDE || crop > resize {
+                    return Err(invalid(
+                        format!("resize {resize}, crop {crop}"),
+                        "needs 1 <= crop <= resize <= 4096",
+                    ));
+                }
+                if !mean.iter().all(|&m| finite(m)) || !std.iter().all(|&s| positive(s)) {
+                    return Err(invalid(
+                        format!("mean {mean:?}, std {std:?}"),
+                        "means must be finite and standard deviations finite and positive",
+                    ));
+                }
+            }
+            InputSpec::Grayscale(g) => {
+                if g.size == 0 || g.size > MAX_SIDE || g.pad > MAX_SIDE {
+                    return Err(invalid(
+                        format!("size {}, pad {}", g.size, g.pad),
+                        "needs 1 <= size <= 4096 and pad <= 4096",
+                    ));
+                }
+                let s = g.space_to_depth;
+                if s == 0 || g.padded_size() % s != 0 {
+                    return Err(invalid(
+                        format!("space_to_depth {s}, padded size {}", g.padded_size()),
+                        "the block side must be at least 1 and divide size + 2 * pad",
+                    ));
+                }
+                if !finite(g.mean) || !positive(g.std) {
+                    return Err(invalid(
+                        format!("mean {}, std {}", g.mean, g.std),
+                        "the mean must be finite and the standard deviation finite and positive",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The model input shape `[channels, height, width]` this representation produces
+    /// (call [`validate`](Self::validate) first: a block side of 0 divides by zero).
     pub fn model_shape(&self) -> [usize; 3] {
         match self {
             InputSpec::ImageNet { crop, .. } => [3, *crop, *crop],
@@ -139,6 +206,48 @@ impl GrayscaleInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn representations_that_cannot_work_are_config_errors() {
+        let gray = |f: &dyn Fn(&mut GrayscaleInput)| {
+            let mut g = GrayscaleInput::fashion_mnist();
+            f(&mut g);
+            InputSpec::Grayscale(g)
+        };
+        let bad = [
+            gray(&|g| g.space_to_depth = 0),
+            gray(&|g| g.space_to_depth = 3),
+            gray(&|g| g.size = 0),
+            gray(&|g| g.pad = usize::MAX / 2),
+            gray(&|g| g.std = 0.0),
+            gray(&|g| g.mean = f32::NAN),
+            InputSpec::ImageNet {
+                resize: 100,
+                crop: 224,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
+            InputSpec::ImageNet {
+                resize: 256,
+                crop: 224,
+                mean: [0.0; 3],
+                std: [1.0, -1.0, 1.0],
+            },
+        ];
+        for spec in bad {
+            let err = spec.validate().expect_err(&format!("{spec:?}"));
+            assert!(
+                matches!(err, ConfigError::Invalid { field: "input", .. }),
+                "{err}"
+            );
+        }
+        assert!(InputSpec::imagenet().validate().is_ok());
+        assert!(
+            InputSpec::Grayscale(GrayscaleInput::fashion_mnist())
+                .validate()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn space_to_depth_layout() {

@@ -81,11 +81,27 @@ pub enum Verdict {
 /// Reference statistics of in-distribution data for the typicality tests, stored as
 /// `ood.json` beside a model (`trustgc fit-ood` computes them).
 ///
-/// Scores are per dimension (`log p/D`, nats). Each threshold is a quantile of the
-/// calibration images' scores: an in-distribution input fails the marginal test with
-/// probability `alpha` (`alpha/2` on each side) and its own class's test with probability
-/// `alpha`; the false-alarm rate of "not confident" measured on the calibration images is
-/// `false_alarm_rate`.
+/// Two typicality tests, each with thresholds that are quantiles of the calibration
+/// images' scores:
+///
+/// - the marginal test: `log p(x)/D` (nats per dimension) must lie in the range holding
+///   `1 − alpha` of the calibration images (`alpha/2` cut on each side);
+/// - the class test of class `y`: the latent's distance from the class mean,
+///   `‖z_fc − μ_y‖² / n_loss_dims` ([`Likelihoods::class_distances`]), must not exceed the
+///   `1 − alpha` quantile of that distance over calibration images of class `y`.
+///
+/// `alpha` is the false-alarm rate of each test: the rate at which it calls
+/// in-distribution inputs atypical. The class test looks at the class dimensions because
+/// `log p(x|y)` of all classes share the flow's log-determinant and the other dimensions'
+/// term, which dominate it: an input can have a typical `log p(x)` (the flow compresses
+/// it as much as it does real images) while its latent lies far from every class mean.
+///
+/// A class *agrees* with an input when the input passes that class's test and the class
+/// holds at least `min_posterior` of the posterior. The verdict: out of distribution when
+/// the marginal test fails or no class agrees; confident when exactly one class agrees;
+/// ambiguous when several do.
+/// The rate of calibration images whose verdict is not "confident in their own class"
+/// (misclassified, ambiguous or called out of distribution) is `false_alarm_rate`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OodStats {
@@ -95,9 +111,11 @@ pub struct OodStats {
     pub marginal_low: f64,
     /// Typical range of `log p(x)/D`: upper bound (the `1 − alpha/2` quantile).
     pub marginal_high: f64,
-    /// For each class, the `alpha` quantile of `log p(x|y)/D` over calibration images of
-    /// that class: a class "agrees" with an input scoring at least this.
-    pub class_low: Vec<f64>,
+    /// For each class, the `1 − alpha` quantile of `‖z_fc − μ_y‖² / n_loss_dims` over
+    /// calibration images of that class: an input at most this far passes the class test.
+    pub class_max_distance: Vec<f64>,
+    /// The least posterior `p(y|x)` of a class that agrees with an input.
+    pub min_posterior: f64,
     /// Calibration images used.
     pub images: usize,
     /// Fraction of calibration images whose verdict was not `Confident` with their own
@@ -112,7 +130,8 @@ impl OodStats {
     pub fn verdict(
         &self,
         log_marginal_per_dim: f64,
-        class_log_likelihoods_per_dim: &[f64],
+        class_distances: &[f64],
+        log_posterior: &[f64],
     ) -> Verdict {
         let atypical = !(log_marginal_per_dim >= self.marginal_low
             && log_marginal_per_dim <= self.marginal_high);
@@ -121,12 +140,18 @@ impl OodStats {
                 atypical_marginal: true,
             };
         }
-        let mut agreeing: Vec<usize> = (0..class_log_likelihoods_per_dim.len())
-            .filter(|&y| class_log_likelihoods_per_dim[y] >= self.class_low[y])
+        let min_log_posterior = self.min_posterior.ln();
+        let mut agreeing: Vec<usize> = (0..class_distances.len())
+            .filter(|&y| {
+                self.class_max_distance
+                    .get(y)
+                    .is_some_and(|&max| class_distances[y] <= max)
+                    && log_posterior
+                        .get(y)
+                        .is_some_and(|&p| p >= min_log_posterior)
+            })
             .collect();
-        agreeing.sort_by(|&a, &b| {
-            class_log_likelihoods_per_dim[b].total_cmp(&class_log_likelihoods_per_dim[a])
-        });
+        agreeing.sort_by(|&a, &b| log_posterior[b].total_cmp(&log_posterior[a]));
         match agreeing.len() {
             0 => Verdict::OutOfDistribution {
                 atypical_marginal: false,
@@ -136,12 +161,14 @@ impl OodStats {
         }
     }
 
-    /// Fits the statistics on calibration inputs: their per-dimension marginal scores,
-    /// class scores and labels.
+    /// Fits the statistics on calibration inputs: their `log p(x)/D`, class distances,
+    /// log posteriors and labels.
     pub fn fit(
         alpha: f64,
+        min_posterior: f64,
         marginal: &[f64],
-        classes: &[Vec<f64>],
+        class_distances: &[Vec<f64>],
+        log_posteriors: &[Vec<f64>],
         labels: &[usize],
         source: String,
     ) -> Self {
@@ -155,23 +182,24 @@ impl OodStats {
             let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
             v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
         };
-        let k = classes.first().map_or(0, Vec::len);
-        let class_low = (0..k)
+        let k = class_distances.first().map_or(0, Vec::len);
+        let class_max_distance = (0..k)
             .map(|y| {
                 let own: Vec<f64> = labels
                     .iter()
-                    .zip(classes)
+                    .zip(class_distances)
                     .filter(|(l, _)| **l == y)
                     .map(|(_, s)| s[y])
                     .collect();
-                quantile(own, alpha)
+                quantile(own, 1.0 - alpha)
             })
             .collect();
         let mut stats = OodStats {
             alpha,
             marginal_low: quantile(marginal.to_vec(), alpha / 2.0),
             marginal_high: quantile(marginal.to_vec(), 1.0 - alpha / 2.0),
-            class_low,
+            class_max_distance,
+            min_posterior,
             images: labels.len(),
             false_alarm_rate: 0.0,
             source,
@@ -180,7 +208,8 @@ impl OodStats {
             .iter()
             .enumerate()
             .filter(|(i, l)| {
-                stats.verdict(marginal[*i], &classes[*i]) != Verdict::Confident { class: **l }
+                stats.verdict(marginal[*i], &class_distances[*i], &log_posteriors[*i])
+                    != Verdict::Confident { class: **l }
             })
             .count();
         stats.false_alarm_rate = alarms as f64 / labels.len().max(1) as f64;
@@ -206,6 +235,11 @@ pub struct ClassScore {
 pub struct Likelihoods {
     /// `log p(x|y)` per class, nats, input space, constants included.
     pub class_log_likelihoods: Vec<f64>,
+    /// `‖z_fc − μ_y‖² / n_loss_dims` per class: the mean squared distance of the latent's
+    /// loss dimensions from the class mean (about 1 for a sample of the class Gaussian).
+    /// It is the class-specific part of `log p(x|y)` in the dimensions that carry the class;
+    /// the class test of the verdict uses it.
+    pub class_distances: Vec<f64>,
     /// `log p(y|x)` per class (with the classifier's prior).
     pub log_posterior: Vec<f64>,
     /// `log p(x)`, nats.
@@ -231,11 +265,7 @@ impl Likelihoods {
             .take(k)
             .map(|class| ClassScore {
                 class,
-                name: self
-                    .class_names
-                    .get(class)
-                    .cloned()
-                    .unwrap_or_else(|| class.to_string()),
+                name: self.class_name(class),
                 posterior: self.log_posterior[class].exp(),
                 log_likelihood: self.class_log_likelihoods[class],
             })
@@ -245,6 +275,27 @@ impl Likelihoods {
     /// The most probable class.
     pub fn predicted(&self) -> ClassScore {
         self.top_k(1).remove(0)
+    }
+
+    /// A class's name (its index as text when the config names none).
+    pub fn class_name(&self, class: usize) -> String {
+        self.class_names
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| class.to_string())
+    }
+
+    /// The verdict in words (`agrees with Bag`, `ambiguous: Shirt, T-shirt/top`,
+    /// `out of distribution: matches no class`), `None` without [`OodStats`].
+    pub fn verdict_text(&self) -> Option<String> {
+        Some(match self.verdict.as_ref()? {
+            Verdict::Confident { class } => format!("agrees with {}", self.class_name(*class)),
+            Verdict::Ambiguous { classes } => {
+                let names: Vec<String> = classes.iter().map(|&c| self.class_name(c)).collect();
+                format!("ambiguous: {}", names.join(", "))
+            }
+            Verdict::OutOfDistribution { .. } => "out of distribution: matches no class".into(),
+        })
     }
 }
 
@@ -323,15 +374,23 @@ impl<B: Backend> Classifier<B> {
 
     /// Likelihoods of one decoded image.
     ///
-    /// ```no_run
+    /// ```
     /// # use burn::backend::Flex;
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use trustgc::Classifier;
-    /// let classifier = Classifier::<Flex>::from_dir("weights/fashion-mnist".as_ref(), &Default::default())?;
-    /// let image = trustgc::preprocess::read_image("examples/images/ankle-boot.png".as_ref())?;
+    /// use std::path::Path;
+    /// use trustgc::{Classifier, Verdict};
+    ///
+    /// // The Fashion-MNIST model shipped in the repository's `weights/`.
+    /// let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    /// let classifier = Classifier::<Flex>::from_dir(&repo.join("weights/fashion-mnist"), &Default::default())?;
+    /// let image = trustgc::preprocess::read_image(&repo.join("examples/images/ankle-boot.png"))?;
     /// let result = classifier.likelihoods(&image)?;
     /// let best = result.predicted();
     /// println!("{} (p = {:.3}), log p(x|y) = {:.1} nats", best.name, best.posterior, best.log_likelihood);
+    /// assert_eq!(best.name, "Ankle boot");
+    /// assert_eq!(result.verdict, Some(Verdict::Confident { class: best.class }));
+    /// // log p(x) = log Σ_y p(x|y) p(y), here with the uniform prior p(y) = 1/10.
+    /// assert!(result.log_marginal <= best.log_likelihood);
     /// # Ok(()) }
     /// ```
     pub fn likelihoods(&self, image: &DynamicImage) -> Result<Likelihoods, ClassifyError> {
@@ -401,6 +460,15 @@ impl<B: Backend> Classifier<B> {
         };
         let ll = host(out.class_log_likelihoods());
         let logits = host(out.logits());
+        // ‖z_fc − μ_y‖² / n_loss_dims = (‖z_fc‖² − 2 z_fc·μ_y + ‖μ_y‖²) / n_loss_dims.
+        let n_loss = self.config.n_loss_dims as f64;
+        let z_fc = out.z_fc.clone();
+        let cross = z_fc.clone().matmul(self.model.head.mu_fc.val().transpose());
+        let z_norm = z_fc.square().sum_dim(1);
+        let distances = host(
+            (z_norm + self.norms.fc.clone().unsqueeze_dim(0) - cross.mul_scalar(2.0))
+                .div_scalar(n_loss),
+        );
         let d = self.config.total_dims() as f64;
         let bits_offset = self
             .config
@@ -418,12 +486,14 @@ impl<B: Backend> Classifier<B> {
             let log_posterior: Vec<f64> = joint.iter().map(|j| j - log_marginal).collect();
             let bits_per_dim =
                 bits_offset.map(|offset| (-log_marginal / d + offset) / std::f64::consts::LN_2);
-            let verdict = self.ood.as_ref().map(|ood| {
-                let per_dim: Vec<f64> = class_ll.iter().map(|l| l / d).collect();
-                ood.verdict(log_marginal / d, &per_dim)
-            });
+            let class_distances = distances[i * k..(i + 1) * k].to_vec();
+            let verdict = self
+                .ood
+                .as_ref()
+                .map(|ood| ood.verdict(log_marginal / d, &class_distances, &log_posterior));
             results.push(Likelihoods {
                 class_log_likelihoods: class_ll,
+                class_distances,
                 log_posterior,
                 log_marginal,
                 bits_per_dim,
@@ -515,73 +585,89 @@ impl<B: Backend> Classifier<B> {
 mod tests {
     use super::*;
 
+    /// Loss dimensions of the synthetic inputs: posteriors are `softmax(−D/2 · distance)`.
+    const D: f64 = 100.0;
+
+    fn log_posterior(distances: &[f64]) -> Vec<f64> {
+        let joint: Vec<f64> = distances.iter().map(|d| -0.5 * D * d).collect();
+        let norm = logsumexp(&joint);
+        joint.iter().map(|j| j - norm).collect()
+    }
+
+    /// `log p(x)/D`, class distances, log posteriors, labels.
+    type Calibration = (Vec<f64>, Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<usize>);
+
     /// Calibration scores of two well separated classes.
-    fn calibration() -> (Vec<f64>, Vec<Vec<f64>>, Vec<usize>) {
-        let mut marginal = Vec::new();
-        let mut classes = Vec::new();
-        let mut labels = Vec::new();
+    fn calibration() -> Calibration {
+        let (mut marginal, mut distances, mut posteriors, mut labels) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..200 {
             let label = i % 2;
             let jitter = (i as f64 * 0.37).sin() * 0.1;
-            let own = -1.0 + jitter;
-            let other = -3.0 + jitter;
-            marginal.push(own - 0.2);
-            classes.push(if label == 0 {
+            let (own, other) = (1.0 + jitter, 3.0 + jitter);
+            marginal.push(-1.2 + jitter);
+            let d = if label == 0 {
                 vec![own, other]
             } else {
                 vec![other, own]
-            });
+            };
+            posteriors.push(log_posterior(&d));
+            distances.push(d);
             labels.push(label);
         }
-        (marginal, classes, labels)
+        (marginal, distances, posteriors, labels)
     }
 
     #[test]
     fn verdicts_follow_the_typicality_tests() {
-        let (marginal, classes, labels) = calibration();
-        let stats = OodStats::fit(0.02, &marginal, &classes, &labels, "synthetic".into());
+        let (marginal, distances, posteriors, labels) = calibration();
+        let stats = OodStats::fit(
+            0.02,
+            0.1,
+            &marginal,
+            &distances,
+            &posteriors,
+            &labels,
+            "synthetic".into(),
+        );
         assert!(stats.marginal_low < stats.marginal_high);
+        assert!(
+            stats
+                .class_max_distance
+                .iter()
+                .all(|&d| d > 1.05 && d <= 1.1)
+        );
         // At most the two tails of the marginal and one class tail fail: ≤ 2·alpha here.
         assert!(stats.false_alarm_rate <= 0.04, "{}", stats.false_alarm_rate);
+        let verdict = |marginal: f64, d: &[f64]| stats.verdict(marginal, d, &log_posterior(d));
+        assert_eq!(verdict(-1.2, &[1.0, 3.0]), Verdict::Confident { class: 0 });
+        assert_eq!(verdict(-1.2, &[3.0, 1.0]), Verdict::Confident { class: 1 });
+        // Both classes near, posteriors 0.51 and 0.49: ambiguous, likelier first.
         assert_eq!(
-            stats.verdict(-1.2, &[-1.0, -3.0]),
-            Verdict::Confident { class: 0 }
-        );
-        assert_eq!(
-            stats.verdict(-1.2, &[-3.0, -1.0]),
-            Verdict::Confident { class: 1 }
-        );
-        assert_eq!(
-            stats.verdict(-1.2, &[-1.0, -1.02]),
+            verdict(-1.2, &[1.001, 1.0]),
             Verdict::Ambiguous {
-                classes: vec![0, 1]
+                classes: vec![1, 0]
             }
         );
+        // Both classes near (1.08 passes class 1's test), but class 1 holds 1.8 % of the
+        // posterior: not a live alternative.
+        assert!(1.08 <= stats.class_max_distance[1]);
+        assert_eq!(verdict(-1.2, &[1.0, 1.08]), Verdict::Confident { class: 0 });
         // Far too unlikely, or suspiciously likely: out of distribution either way.
+        for marginal in [-9.0, 5.0, f64::NAN] {
+            assert_eq!(
+                verdict(marginal, &[1.0, 3.0]),
+                Verdict::OutOfDistribution {
+                    atypical_marginal: true
+                },
+                "{marginal}"
+            );
+        }
+        // A typical log p(x), but a latent far from every class mean.
         assert_eq!(
-            stats.verdict(-9.0, &[-1.0, -3.0]),
-            Verdict::OutOfDistribution {
-                atypical_marginal: true
-            }
-        );
-        assert_eq!(
-            stats.verdict(5.0, &[-1.0, -3.0]),
-            Verdict::OutOfDistribution {
-                atypical_marginal: true
-            }
-        );
-        // A typical total likelihood that no class explains.
-        assert_eq!(
-            stats.verdict(-1.2, &[-5.0, -5.0]),
+            verdict(-1.2, &[5.0, 5.0]),
             Verdict::OutOfDistribution {
                 atypical_marginal: false
-            }
-        );
-        // NaN scores are never typical.
-        assert_eq!(
-            stats.verdict(f64::NAN, &[-1.0, -3.0]),
-            Verdict::OutOfDistribution {
-                atypical_marginal: true
             }
         );
         // The statistics survive a JSON round trip (they are stored as ood.json).

@@ -18,6 +18,7 @@ pub use classifier::{
 pub use error::{KeyReport, LoadError, ShapeMismatch};
 #[cfg(feature = "pretrained")]
 pub use hub::{HubError, HubOptions, Pretrained, PretrainedExt, fetch_model_dir};
+pub use image;
 pub use trustgc_backend as backend;
 pub use trustgc_core as core;
 pub use trustgc_core::{Beta, GcConfig, GcOutput, GenerativeClassifier, Mode};
