@@ -161,6 +161,34 @@ impl OodStats {
         }
     }
 
+    /// Checks the statistics against a model of `classes` classes: one threshold per
+    /// class, `alpha` in (0, 1), `min_posterior` in (0, 1], an ordered marginal range.
+    pub fn check(&self, classes: usize) -> Result<(), String> {
+        if self.class_max_distance.len() != classes {
+            return Err(format!(
+                "{} class thresholds for a model of {classes} classes",
+                self.class_max_distance.len()
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(format!("alpha = {} is not in (0, 1)", self.alpha));
+        }
+        if !(self.min_posterior > 0.0 && self.min_posterior <= 1.0) {
+            return Err(format!(
+                "min_posterior = {} is not in (0, 1]",
+                self.min_posterior
+            ));
+        }
+        let (low, high) = (self.marginal_low, self.marginal_high);
+        if low.is_nan() || high.is_nan() || low > high {
+            return Err(format!(
+                "the typical range [{}, {}] is empty",
+                self.marginal_low, self.marginal_high
+            ));
+        }
+        Ok(())
+    }
+
     /// Fits the statistics on calibration inputs: their `log p(x)/D`, class distances,
     /// log posteriors and labels.
     pub fn fit(
@@ -527,6 +555,14 @@ pub enum ModelDirError {
         #[source]
         source: trustgc_core::ConfigError,
     },
+    /// `ood.json` parses but does not fit the model (or cannot be right).
+    #[error("{path} does not fit the model: {reason}; refit it with `trustgc fit-ood`")]
+    OodMismatch {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// `ood.json` is not valid.
     #[error("{path} is not valid out-of-distribution statistics: {source}")]
     Ood {
@@ -573,9 +609,17 @@ impl<B: Backend> Classifier<B> {
         let config = read_model_config(dir)?;
         let model =
             crate::native::load_safetensors(&dir.join("model.safetensors"), &config, device)?;
+        let classes = config.n_classes;
         let classifier = Self::new(config, model, device);
         Ok(match read_ood(dir)? {
-            Some(ood) => classifier.with_ood(ood),
+            Some(ood) => {
+                ood.check(classes)
+                    .map_err(|reason| ModelDirError::OodMismatch {
+                        path: dir.join("ood.json"),
+                        reason,
+                    })?;
+                classifier.with_ood(ood)
+            }
             None => classifier,
         })
     }
@@ -670,6 +714,15 @@ mod tests {
                 atypical_marginal: false
             }
         );
+        // Fitted statistics pass their own check; statistics of another model do not.
+        assert_eq!(stats.check(2), Ok(()));
+        assert!(stats.check(3).unwrap_err().contains("2 class thresholds"));
+        let mut broken = stats.clone();
+        broken.min_posterior = 0.0;
+        assert!(broken.check(2).unwrap_err().contains("min_posterior"));
+        let mut broken = stats.clone();
+        broken.marginal_low = f64::NAN;
+        assert!(broken.check(2).is_err());
         // The statistics survive a JSON round trip (they are stored as ood.json).
         let back: OodStats = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
         assert_eq!(back, stats);
