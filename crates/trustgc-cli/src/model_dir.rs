@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use trustgc::classifier::read_model_config;
 use trustgc::{Classifier, ModelDirError};
-use trustgc_core::GenerativeClassifier;
 
 /// The model shipped in the repository and used when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "fashion-mnist";
@@ -74,11 +72,4 @@ pub fn classifier<B: Backend>(
 }
 
 /// Loads the model in `dir` (config and weights, no OOD statistics).
-pub fn load<B: Backend>(
-    dir: &Path,
-    device: &B::Device,
-) -> Result<(trustgc_core::GcConfig, GenerativeClassifier<B>), ModelDirError> {
-    let config = read_model_config(dir)?;
-    let model = trustgc::native::load_safetensors(&dir.join("model.safetensors"), &config, device)?;
-    Ok((config, model))
-}
+pub use trustgc::classifier::load_model_dir as load;

@@ -602,13 +602,22 @@ pub fn read_ood(dir: &Path) -> Result<Option<OodStats>, ModelDirError> {
         .map_err(|source| ModelDirError::Ood { path, source })
 }
 
+/// Loads the model of a model folder: `config.json` and `model.safetensors` (trustgc
+/// names); `ood.json` is not read.
+pub fn load_model_dir<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(GcConfig, GenerativeClassifier<B>), ModelDirError> {
+    let config = read_model_config(dir)?;
+    let model = crate::native::load_safetensors(&dir.join("model.safetensors"), &config, device)?;
+    Ok((config, model))
+}
+
 impl<B: Backend> Classifier<B> {
     /// Opens a model folder: `config.json`, `model.safetensors` (trustgc names) and, when
     /// present, `ood.json`.
     pub fn from_dir(dir: &Path, device: &B::Device) -> Result<Self, ModelDirError> {
-        let config = read_model_config(dir)?;
-        let model =
-            crate::native::load_safetensors(&dir.join("model.safetensors"), &config, device)?;
+        let (config, model) = load_model_dir(dir, device)?;
         let classes = config.n_classes;
         let classifier = Self::new(config, model, device);
         Ok(match read_ood(dir)? {

@@ -72,7 +72,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safetensors::SafeTensorError;
 use trustgc_core::{Beta, ConfigError, GcConfig, GenerativeClassifier};
 
-use crate::classifier::{Classifier, ModelDirError, OodStats, read_model_config};
+use crate::classifier::{Classifier, ModelDirError, OodStats};
 use crate::convert::{ConvertError, convert_checkpoint};
 
 /// The repository [`HubOptions::from_env`] uses when `TRUSTGC_HUB_REPO` is not set.
@@ -1210,18 +1210,10 @@ impl<B: Backend> PretrainedExt for GenerativeClassifier<B> {
         device: &B::Device,
     ) -> Result<Self, HubError> {
         let dir = fetch_model_dir(variant, options)?;
-        let load = || -> Result<Self, ModelDirError> {
-            let config = read_model_config(&dir)?;
-            Ok(crate::native::load_safetensors(
-                &dir.join("model.safetensors"),
-                &config,
-                device,
-            )?)
-        };
-        load().map_err(|source| HubError::Load {
-            dir: dir.clone(),
-            source,
-        })
+        match crate::classifier::load_model_dir(&dir, device) {
+            Ok((_, model)) => Ok(model),
+            Err(source) => Err(HubError::Load { dir, source }),
+        }
     }
 }
 
