@@ -1,12 +1,14 @@
 //! [`GcConfig`]: the architecture of a generative classifier of the IB-INN family.
 //!
 //! It is what the hub's `config.json` holds. [`GcConfig::imagenet`] is the released
-//! ImageNet model (REFERENCE.md §5); any model of the same family (other input sizes,
+//! ImageNet model; any model of the same family (other input sizes,
 //! channels, classes, widths, depths) is a `GcConfig` too. [`GcConfig::validate`] rejects a
 //! configuration that cannot work, naming the field, before any tensor is allocated.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::plan::BlockLayers;
 
 /// The architecture of a generative classifier (flow + Gaussian head).
 ///
@@ -137,7 +139,7 @@ pub enum ConfigError {
     },
     /// The model would have more parameters than trustgc builds.
     #[error(
-        "config describes a model of {params} parameters, more than the {max} trustgc builds (the released ImageNet model has about 140 million)"
+        "config describes a model of {params} parameters, more than the {max} trustgc builds (the released ImageNet model has about 78 million)"
     )]
     TooLarge {
         /// The config's parameter count.
@@ -211,7 +213,9 @@ pub struct NodeSpec {
 }
 
 impl GcConfig {
-    /// The released ImageNet architecture (`_trustworthy_gc`, REFERENCE.md §5).
+    /// The released ImageNet architecture (the reference's `_trustworthy_gc`: 3x224x224
+    /// inputs, 1000 classes, 3072 loss dimensions, a rank-128 head, ResNet-50-like stages
+    /// `[3, 4, 6, 3]`).
     pub fn imagenet() -> Self {
         Self {
             input_shape: [3, 224, 224],
@@ -421,13 +425,7 @@ impl GcConfig {
                 total,
             });
         }
-        let params = self.checked_num_params()?;
-        if params > MAX_PARAMS {
-            return Err(ConfigError::TooLarge {
-                params,
-                max: MAX_PARAMS,
-            });
-        }
+        self.check_plan()?;
         Ok(())
     }
 
@@ -471,154 +469,93 @@ impl GcConfig {
         self.planes[stage] * self.base_width / 64
     }
 
-    /// Parameter count of the flow and head (trainable and fixed), with checked arithmetic.
-    fn checked_num_params(&self) -> Result<usize, ConfigError> {
-        let mut total: usize = 0;
-        let mut add = |n: Option<usize>| -> Result<(), ConfigError> {
-            total = n
-                .and_then(|n| total.checked_add(n))
-                .ok_or(ConfigError::Overflow {
-                    what: "parameter count",
-                })?;
-            Ok(())
-        };
-        let conv = |cin: usize, cout: usize, k: usize| cin.checked_mul(cout)?.checked_mul(k * k);
-        let mut channels = self.input_shape[0];
-        // entry down coupling
-        let (c1, c2) = (channels - channels / 2, channels / 2);
-        let hidden = self.base_width;
-        add(conv(c1, hidden, 3))?;
-        add(conv(hidden, hidden, 3))?;
-        add(conv(hidden, 8 * c2, 1))?;
-        add(conv(4 * c2, hidden, 3))?;
-        add(conv(hidden, 8 * c1, 1))?;
-        channels = channels
-            .checked_mul(16)
-            .ok_or(ConfigError::Overflow { what: "channels" })?;
-        add(conv(channels, self.entry_1x1_hidden, 1))?;
-        add(conv(self.entry_1x1_hidden, channels, 1))?;
-        for stage in 0..self.planes.len() {
-            let width = self.bottleneck_width(stage);
-            for block in 0..self.blocks[stage] {
-                if block == 0 && self.strides[stage] == 2 {
-                    let (c1, c2) = (channels - channels / 2, channels / 2);
-                    for (cin, cout) in [(c1, 8 * c2), (4 * c2, 8 * c1)] {
-                        add(conv(cin, width, 1))?;
-                        add(conv(width, width, 3))?;
-                        add(conv(width, 4 * width, 1))?;
-                        add(conv(4 * width, cout, 1))?;
-                    }
-                    channels = channels
-                        .checked_mul(4)
-                        .ok_or(ConfigError::Overflow { what: "channels" })?;
-                } else {
-                    let (c1, c2) = (channels - channels / 2, channels / 2);
-                    add(conv(c1, width, 1))?;
-                    add(conv(width, width, 3))?;
-                    add(conv(width, 4 * width, 1))?;
-                    add(conv(4 * width, 2 * c2, 1))?;
-                }
-            }
-        }
-        let conv_dims =
-            self.checked_total_dims()? - self.n_loss_dims.min(self.checked_total_dims()?);
-        add(self.n_classes.checked_mul(self.n_loss_dims))?;
-        if self.mu_low_rank_k > 0 {
-            add(self.n_classes.checked_mul(self.mu_low_rank_k))?;
-            add(self.mu_low_rank_k.checked_mul(conv_dims))?;
-        } else {
-            add(self.n_classes.checked_mul(conv_dims))?;
-        }
-        Ok(total)
+    /// The number of values in every tensor of the model (see
+    /// [`FlowPlan::num_params`](crate::plan::FlowPlan::num_params)). Call on a validated
+    /// config.
+    pub fn num_params(&self) -> usize {
+        self.plan().num_params(self)
     }
 
-    /// The reference graph's nodes in `module_list` order (REFERENCE.md §1):
-    /// `[input] + backbone + [out_fc] + [DCT, out_conv, PERM] + [split]`.
+    /// The reference graph's nodes in `module_list` order:
+    /// `[input] + blocks + [out_fc] + [DCT, out_conv, PERM] + [split]`, derived from the
+    /// [`plan`](Self::plan).
     ///
     /// Call on a validated config.
     pub fn nodes(&self) -> Vec<NodeSpec> {
-        let [c, h, _] = self.input_shape;
-        let mut nodes = Vec::new();
-        let mut push =
-            |name: String, kind: NodeKind, input: Vec<usize>, outputs: Vec<Vec<usize>>| {
-                let index = nodes.len();
-                nodes.push(NodeSpec {
-                    index,
-                    name,
-                    kind,
-                    input_shape: input,
-                    output_shapes: outputs,
-                });
+        let plan = self.plan();
+        let [c, h, w] = self.input_shape;
+        let mut nodes = vec![NodeSpec {
+            index: 0,
+            name: "input".into(),
+            kind: NodeKind::Input,
+            input_shape: vec![],
+            output_shapes: vec![vec![c, h, w]],
+        }];
+        for block in &plan.blocks {
+            let kind = match block.layers {
+                BlockLayers::EntryDown { .. } => NodeKind::EntryDown,
+                BlockLayers::Haar => NodeKind::Haar,
+                BlockLayers::Entry1x1 { .. } => NodeKind::Entry1x1,
+                BlockLayers::Down { stage, .. } => NodeKind::Down { stage },
+                BlockLayers::Slow { stage, block, .. } => NodeKind::Slow { stage, block },
             };
-        push("input".into(), NodeKind::Input, vec![], vec![vec![c, h, h]]);
-        let mut shape = [c, h, h];
-        let down = |s: [usize; 3]| [4 * s[0], s[1] / 2, s[2] / 2];
-        let next = down(shape);
-        push(
-            "Strided entry_flow".into(),
-            NodeKind::EntryDown,
-            shape.to_vec(),
-            vec![next.to_vec()],
-        );
-        shape = next;
-        let next = down(shape);
-        push(
-            "downsampling entry_flow".into(),
-            NodeKind::Haar,
-            shape.to_vec(),
-            vec![next.to_vec()],
-        );
-        shape = next;
-        push(
-            "downsampling entry_flow 1x1".into(),
-            NodeKind::Entry1x1,
-            shape.to_vec(),
-            vec![shape.to_vec()],
-        );
-        for stage in 0..self.planes.len() {
-            for block in 0..self.blocks[stage] {
-                let stage_no = stage + 1;
-                if block == 0 && self.strides[stage] == 2 {
-                    let next = down(shape);
-                    push(
-                        "Strided entry_flow".into(),
-                        NodeKind::Down { stage },
-                        shape.to_vec(),
-                        vec![next.to_vec()],
-                    );
-                    shape = next;
-                } else {
-                    push(
-                        format!("middle_flow {stage_no}_{} ", block + 1),
-                        NodeKind::Slow { stage, block },
-                        shape.to_vec(),
-                        vec![shape.to_vec()],
-                    );
-                }
-            }
+            nodes.push(NodeSpec {
+                index: block.node,
+                name: block.name.clone(),
+                kind,
+                input_shape: block.input_shape().to_vec(),
+                output_shapes: vec![block.output_shape().to_vec()],
+            });
         }
-        let total = self.total_dims();
-        let (loss, conv) = (self.n_loss_dims, total - self.n_loss_dims);
-        push("out_fc".into(), NodeKind::OutFc, vec![loss], vec![]);
-        push(
-            "DCT".into(),
-            NodeKind::Dct,
-            shape.to_vec(),
-            vec![vec![total]],
-        );
-        push("out_conv".into(), NodeKind::OutConv, vec![conv], vec![]);
-        push(
-            "PERM_FC_0 1".into(),
-            NodeKind::PermuteRandom,
-            vec![loss],
-            vec![vec![loss]],
-        );
-        push(
-            "exit_flow split".into(),
-            NodeKind::Split,
-            vec![total],
-            vec![vec![loss], vec![conv]],
-        );
+        let (total, loss) = (plan.total_dims, plan.n_loss_dims);
+        let conv = total - loss;
+        let (n, channels) = (plan.final_side, plan.final_channels);
+        let tail = [
+            (
+                plan.out_fc_node,
+                "out_fc",
+                NodeKind::OutFc,
+                vec![loss],
+                vec![],
+            ),
+            (
+                plan.dct_node,
+                "DCT",
+                NodeKind::Dct,
+                vec![channels, n, n],
+                vec![vec![total]],
+            ),
+            (
+                plan.out_conv_node,
+                "out_conv",
+                NodeKind::OutConv,
+                vec![conv],
+                vec![],
+            ),
+            (
+                plan.permute_node,
+                "PERM_FC_0 1",
+                NodeKind::PermuteRandom,
+                vec![loss],
+                vec![vec![loss]],
+            ),
+            (
+                plan.split_node,
+                "exit_flow split",
+                NodeKind::Split,
+                vec![total],
+                vec![vec![loss], vec![conv]],
+            ),
+        ];
+        for (index, name, kind, input_shape, output_shapes) in tail {
+            nodes.push(NodeSpec {
+                index,
+                name: name.into(),
+                kind,
+                input_shape,
+                output_shapes,
+            });
+        }
         nodes
     }
 }

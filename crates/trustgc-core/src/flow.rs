@@ -1,26 +1,26 @@
 //! The invertible network (the reference's `model.model`, a FrEIA `ReversibleGraphNet`).
 //!
-//! Execution order (REFERENCE.md §1): entry downsampling coupling → Haar → 1x1 slow
-//! coupling → for each stage, a downsampling coupling (stride 2) or a slow coupling
-//! (stride 1) followed by slow couplings → DCT pooling → split into the first
-//! `n_loss_dims` features and the rest → random permutation of the first part.
-//! `z_fc` is the permuted first part, `z_conv` the rest; `log_det` sums every node's
-//! contribution per sample.
+//! The flow is the ordered list of its [`FlowPlan`]'s blocks ([`Flow::steps`]), each an
+//! [`Invertible`] step, followed by DCT pooling, the split into the first `n_loss_dims`
+//! features and the rest, and a random permutation of the first part. `z_fc` is the
+//! permuted first part, `z_conv` the rest; `log_det` sums every step's contribution per
+//! sample. The forward pass is a fold over the steps, the inverse the reversed fold.
 
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::config::{ConfigError, GcConfig};
-use crate::layers::FeaturePermutation;
 use crate::layers::batch_norm::BatchNorm2d;
-use crate::layers::coupling::{DownCoupling, OutputStageInit, SlowCoupling};
-use crate::layers::dct::DctPooling;
-use crate::layers::haar::HaarDownsampling;
-use crate::layers::subnet::{
-    Bottleneck, Conv1x1Net, EntryLowResNet, EntryStridedNet, NormSettings,
+use crate::layers::coupling::{DownCoupling, DownCouplingConfig, SlowCoupling, SlowCouplingConfig};
+use crate::layers::dct::{DctPooling, DctPoolingConfig};
+use crate::layers::haar::{HaarDownsampling, HaarDownsamplingConfig};
+use crate::layers::subnet::{Bottleneck, Conv1x1Net, EntryLowResNet, EntryStridedNet};
+use crate::layers::{
+    BatchNorms, FeaturePermutation, FeaturePermutationConfig, FlowStep, Invertible, Mode,
+    SubnetOutput, flatten_batch,
 };
-use crate::layers::{BatchNorms, Mode};
+use crate::plan::{BlockLayers, FlowPlan};
 use crate::rng::{Mt19937, legacy_permutation, permutation_from};
 
 /// The entry downsampling coupling.
@@ -56,10 +56,34 @@ pub struct Flow<B: Backend> {
     pub permute: FeaturePermutation<B>,
     /// Number of loss dimensions (`z_fc`).
     pub n_loss_dims: usize,
-    /// Channels of the final map.
-    pub final_channels: usize,
-    /// Side of the final map.
-    pub dct_size: usize,
+    /// The plan the flow was built from (node numbers, shapes, parameter paths).
+    pub plan: FlowPlan,
+}
+
+/// The flow's inverse for a batch.
+#[derive(Debug, Clone)]
+pub struct FlowInverse<B: Backend> {
+    /// `[batch, C, H, W]`.
+    pub x: Tensor<B, 4>,
+    /// `[batch]`, the sum of the steps' inverse log-dets; by the reference's DCT quirk it
+    /// equals `−log_det(x) + 2·(DCT term)`.
+    pub log_det: Tensor<B, 1>,
+}
+
+/// A step of the flow with its node number in the reference graph.
+pub struct StepRef<'a, B: Backend> {
+    /// The node index `N` (`inn.module_list.N`).
+    pub node: usize,
+    /// The step.
+    pub step: &'a dyn FlowStep<B>,
+}
+
+/// A mutable step of the flow with its node number in the reference graph.
+pub struct StepMut<'a, B: Backend> {
+    /// The node index `N` (`inn.module_list.N`).
+    pub node: usize,
+    /// The step.
+    pub step: &'a mut dyn FlowStep<B>,
 }
 
 /// The flow's outputs for a batch.
@@ -73,7 +97,7 @@ pub struct FlowOutput<B: Backend> {
     pub log_det: Tensor<B, 1>,
 }
 
-/// One node's output, recorded by [`Flow::forward_traced`].
+/// One node's output, given to the observer of [`Flow::forward_observed`].
 #[derive(Debug, Clone)]
 pub struct NodeTrace<B: Backend> {
     /// The reference `module_list` index.
@@ -82,31 +106,37 @@ pub struct NodeTrace<B: Backend> {
     pub outputs: Vec<Tensor<B, 2>>,
     /// Raw subnet outputs flattened to `[batch, numel]`, named as the reference
     /// (`s`, `s_hi`, `s_lo`).
-    pub subnet_outputs: Vec<(&'static str, Tensor<B, 2>)>,
+    pub subnet_outputs: Vec<SubnetOutput<B>>,
     /// The node's log-det contribution `[batch]`.
     pub log_det: Tensor<B, 1>,
 }
 
-fn flat4<B: Backend>(x: &Tensor<B, 4>) -> Tensor<B, 2> {
-    let [b, c, h, w] = x.dims();
-    x.clone().reshape([b, c * h * w])
-}
-
-/// Draws the coupling permutations for a freshly built model: one numpy legacy generator
-/// seeded once, as the reference's constructor draws them in sequence. Loading a
-/// checkpoint replaces them.
-struct PermutationSource {
+/// The coupling configs of a freshly built model. Their output permutations come from one
+/// numpy legacy generator seeded once, as the reference's constructor draws them in
+/// sequence; loading a checkpoint replaces them.
+struct CouplingConfigs {
     rng: Mt19937,
+    clamp: f64,
+    act_norm: f64,
 }
 
-impl PermutationSource {
-    fn next(&mut self, n: usize) -> Vec<usize> {
-        permutation_from(&mut self.rng, n)
+impl CouplingConfigs {
+    fn slow(&mut self, channels: usize) -> SlowCouplingConfig {
+        SlowCouplingConfig::new(channels, permutation_from(&mut self.rng, channels))
+            .with_clamp(self.clamp)
+            .with_act_norm(self.act_norm)
+    }
+
+    fn down(&mut self, channels: usize) -> DownCouplingConfig {
+        DownCouplingConfig::new(channels, permutation_from(&mut self.rng, 4 * channels))
+            .with_clamp(self.clamp)
+            .with_act_norm(self.act_norm)
     }
 }
 
 impl<B: Backend> Flow<B> {
-    /// Builds the flow of `config` with freshly initialized parameters.
+    /// Builds the flow of `config` with freshly initialized parameters, block by block
+    /// from its [`plan`](GcConfig::plan).
     ///
     /// Convolution weights are initialized lazily: building allocates only the small
     /// fixed tensors until a parameter is used or loaded.
@@ -115,86 +145,108 @@ impl<B: Backend> Flow<B> {
     /// [`ConfigError`] when the config fails [`GcConfig::validate`]; nothing is allocated.
     pub fn new(config: &GcConfig, device: &B::Device) -> Result<Self, ConfigError> {
         config.validate()?;
-        let norm = NormSettings {
-            momentum: config.bn_momentum,
-            epsilon: config.bn_eps,
-        };
-        let mut perms = PermutationSource {
+        let plan = config.plan();
+        let mut couplings = CouplingConfigs {
             rng: Mt19937::new(1234),
-        };
-        let mut output = |channels: usize| OutputStageInit {
+            clamp: config.clamp,
             act_norm: config.act_norm,
-            permutation: perms.next(channels),
         };
-        let clamp = config.clamp;
-
-        let mut channels = config.input_shape[0];
-        let (c1, c2) = (channels - channels / 2, channels / 2);
-        let entry = DownCoupling::new(
-            channels,
-            EntryStridedNet::new(c1, 8 * c2, config.base_width, norm, device),
-            EntryLowResNet::new(4 * c2, 8 * c1, config.base_width, norm, device),
-            clamp,
-            &output(4 * channels),
-            device,
-        );
-        channels *= 4;
-        let haar = HaarDownsampling::new(channels, config.haar_rebalance, device);
-        channels *= 4;
-        let (c1, c2) = (channels - channels / 2, channels / 2);
-        let entry_1x1 = SlowCoupling::new(
-            channels,
-            Conv1x1Net::new(c1, 2 * c2, config.entry_1x1_hidden, device),
-            clamp,
-            &output(channels),
-            device,
-        );
-
-        let mut stages = Vec::with_capacity(config.planes.len());
-        for stage in 0..config.planes.len() {
-            let width = config.bottleneck_width(stage);
-            let mut down = None;
-            let mut blocks = Vec::new();
-            for block in 0..config.blocks[stage] {
-                let (c1, c2) = (channels - channels / 2, channels / 2);
-                if block == 0 && config.strides[stage] == 2 {
-                    down = Some(DownCoupling::new(
-                        channels,
-                        Bottleneck::new(c1, 8 * c2, width, 2, norm, device),
-                        Bottleneck::new(4 * c2, 8 * c1, width, 1, norm, device),
-                        clamp,
-                        &output(4 * channels),
-                        device,
-                    ));
-                    channels *= 4;
-                } else {
-                    blocks.push(SlowCoupling::new(
-                        channels,
-                        Bottleneck::new(c1, 2 * c2, width, 1, norm, device),
-                        clamp,
-                        &output(channels),
-                        device,
-                    ));
+        let (mut entry, mut haar, mut entry_1x1) = (None, None, None);
+        let mut stages: Vec<Stage<B>> = (0..config.planes.len())
+            .map(|_| Stage {
+                down: None,
+                blocks: Vec::new(),
+            })
+            .collect();
+        for block in &plan.blocks {
+            let channels = block.channels;
+            match &block.layers {
+                BlockLayers::EntryDown { strided, low_res } => {
+                    let coupling = couplings.down(channels);
+                    entry = Some(coupling.init(strided.init(device), low_res.init(device), device));
+                }
+                BlockLayers::Haar => {
+                    haar = Some(
+                        HaarDownsamplingConfig::new(channels)
+                            .with_rebalance(config.haar_rebalance)
+                            .init(device),
+                    );
+                }
+                BlockLayers::Entry1x1 { subnet } => {
+                    entry_1x1 = Some(couplings.slow(channels).init(subnet.init(device), device));
+                }
+                BlockLayers::Down {
+                    stage,
+                    strided,
+                    low_res,
+                } => {
+                    let coupling = couplings.down(channels);
+                    stages[*stage].down =
+                        Some(coupling.init(strided.init(device), low_res.init(device), device));
+                }
+                BlockLayers::Slow { stage, subnet, .. } => {
+                    let coupling = couplings.slow(channels).init(subnet.init(device), device);
+                    stages[*stage].blocks.push(coupling);
                 }
             }
-            stages.push(Stage { down, blocks });
         }
-
-        let n = config.dct_size();
+        let missing = "every plan has an entry coupling, Haar and a 1x1 coupling";
         Ok(Self {
-            entry,
-            haar,
-            entry_1x1,
+            entry: entry.expect(missing),
+            haar: haar.expect(missing),
+            entry_1x1: entry_1x1.expect(missing),
             stages,
-            dct: DctPooling::new(n, config.dct_rebalance, device),
-            permute: FeaturePermutation::new(
-                &legacy_permutation(config.permute_seed, config.n_loss_dims),
-                device,
-            ),
+            dct: DctPoolingConfig::new(plan.final_channels, plan.final_side)
+                .with_rebalance(config.dct_rebalance)
+                .init(device),
+            permute: FeaturePermutationConfig::new(legacy_permutation(
+                config.permute_seed,
+                config.n_loss_dims,
+            ))
+            .init(device),
             n_loss_dims: config.n_loss_dims,
-            final_channels: channels,
-            dct_size: n,
+            plan,
         })
+    }
+
+    /// The invertible blocks in execution order, each with its reference node number.
+    pub fn steps(&self) -> Vec<StepRef<'_, B>> {
+        let mut steps: Vec<&dyn FlowStep<B>> = vec![&self.entry, &self.haar, &self.entry_1x1];
+        for stage in &self.stages {
+            if let Some(down) = &stage.down {
+                steps.push(down);
+            }
+            steps.extend(stage.blocks.iter().map(|b| b as &dyn FlowStep<B>));
+        }
+        debug_assert_eq!(steps.len(), self.plan.blocks.len());
+        steps
+            .into_iter()
+            .zip(&self.plan.blocks)
+            .map(|(step, spec)| StepRef {
+                node: spec.node,
+                step,
+            })
+            .collect()
+    }
+
+    /// [`steps`](Self::steps), mutably (to reach the BatchNorms).
+    pub fn steps_mut(&mut self) -> Vec<StepMut<'_, B>> {
+        let mut steps: Vec<&mut dyn FlowStep<B>> =
+            vec![&mut self.entry, &mut self.haar, &mut self.entry_1x1];
+        for stage in &mut self.stages {
+            if let Some(down) = &mut stage.down {
+                steps.push(down);
+            }
+            steps.extend(stage.blocks.iter_mut().map(|b| b as &mut dyn FlowStep<B>));
+        }
+        steps
+            .into_iter()
+            .zip(&self.plan.blocks)
+            .map(|(step, spec)| StepMut {
+                node: spec.node,
+                step,
+            })
+            .collect()
     }
 
     /// Runs the flow.
@@ -208,15 +260,25 @@ impl<B: Backend> Flow<B> {
         self.run_forward(x, mode, None)
     }
 
-    /// [`forward`](Self::forward) that also records every node's output and log-det,
-    /// keyed by the reference's `module_list` index.
+    /// [`forward`](Self::forward) that hands every node's output and log-det to
+    /// `observer`, in execution order, keyed by the reference's node numbers.
+    pub fn forward_observed(
+        &self,
+        x: Tensor<B, 4>,
+        mode: Mode,
+        observer: &mut dyn FnMut(NodeTrace<B>),
+    ) -> FlowOutput<B> {
+        self.run_forward(x, mode, Some(observer))
+    }
+
+    /// [`forward_observed`](Self::forward_observed) collecting the traces.
     pub fn forward_traced(
         &self,
         x: Tensor<B, 4>,
         mode: Mode,
     ) -> (FlowOutput<B>, Vec<NodeTrace<B>>) {
         let mut trace = Vec::new();
-        let out = self.run_forward(x, mode, Some(&mut trace));
+        let out = self.forward_observed(x, mode, &mut |node| trace.push(node));
         (out, trace)
     }
 
@@ -224,146 +286,91 @@ impl<B: Backend> Flow<B> {
         &self,
         x: Tensor<B, 4>,
         mode: Mode,
-        mut trace: Option<&mut Vec<NodeTrace<B>>>,
+        mut observer: Option<&mut dyn FnMut(NodeTrace<B>)>,
     ) -> FlowOutput<B> {
-        let tracing = trace.is_some();
-        let mut index = 1;
-        let mut record = |outputs: Vec<Tensor<B, 2>>,
-                          subnets: Vec<(&'static str, Tensor<B, 2>)>,
-                          log_det: &Tensor<B, 1>,
-                          index: usize| {
-            if let Some(trace) = trace.as_deref_mut() {
-                trace.push(NodeTrace {
-                    index,
-                    outputs,
-                    subnet_outputs: subnets,
-                    log_det: log_det.clone(),
-                });
-            }
-        };
-
-        let ((x, mut log_det), (a1, a2)) = self.entry.forward_with_subnet_outputs(x, mode);
-        if tracing {
-            record(
-                vec![flat4(&x)],
-                vec![("s_hi", flat4(&a1)), ("s_lo", flat4(&a2))],
-                &log_det,
-                index,
-            );
-        }
-        index += 1;
-        let (x, ld) = self.haar.forward(x);
-        if tracing {
-            record(vec![flat4(&x)], vec![], &ld, index);
-        }
-        log_det = log_det.add(ld);
-        index += 1;
-        let ((mut x, ld), a) = self.entry_1x1.forward_with_subnet_output(x, mode);
-        if tracing {
-            record(vec![flat4(&x)], vec![("s", flat4(&a))], &ld, index);
-        }
-        log_det = log_det.add(ld);
-        index += 1;
-
-        for stage in &self.stages {
-            if let Some(down) = &stage.down {
-                let ((y, ld), (a1, a2)) = down.forward_with_subnet_outputs(x, mode);
-                if tracing {
-                    record(
-                        vec![flat4(&y)],
-                        vec![("s_hi", flat4(&a1)), ("s_lo", flat4(&a2))],
-                        &ld,
-                        index,
-                    );
+        let batch = x.dims()[0];
+        let mut log_det = Tensor::zeros([batch], (&x.device(), x.dtype()));
+        let mut x = x;
+        for StepRef { node, step } in self.steps() {
+            let (y, step_log_det) = match observer.as_deref_mut() {
+                Some(observe) => {
+                    let (y, step_log_det, subnets) = step.forward_traced(x, mode);
+                    observe(NodeTrace {
+                        index: node,
+                        outputs: vec![flatten_batch(&y)],
+                        subnet_outputs: subnets,
+                        log_det: step_log_det.clone(),
+                    });
+                    (y, step_log_det)
                 }
-                x = y;
-                log_det = log_det.add(ld);
-                index += 1;
-            }
-            for block in &stage.blocks {
-                let ((y, ld), a) = block.forward_with_subnet_output(x, mode);
-                if tracing {
-                    record(vec![flat4(&y)], vec![("s", flat4(&a))], &ld, index);
-                }
-                x = y;
-                log_det = log_det.add(ld);
-                index += 1;
-            }
+                None => step.forward(x, mode),
+            };
+            x = y;
+            log_det = log_det.add(step_log_det);
         }
 
-        // index now points at out_fc; DCT, out_conv, PERM and split follow.
-        let (dct_index, perm_index, split_index) = (index + 1, index + 3, index + 4);
-        let (t, ld) = self.dct.forward(x);
-        if tracing {
-            record(vec![t.clone()], vec![], &ld, dct_index);
-        }
-        log_det = log_det.add(ld);
+        let (t, dct_log_det) = self.dct.forward(x, mode);
+        log_det = log_det.add(dct_log_det.clone());
         let total = t.dims()[1];
         let z_fc_raw = t.clone().narrow(1, 0, self.n_loss_dims);
-        let z_conv = t.narrow(1, self.n_loss_dims, total - self.n_loss_dims);
-        let z_fc = self.permute.forward(z_fc_raw.clone());
-        if tracing {
-            let zeros = log_det.zeros_like();
-            record(vec![z_fc_raw, z_conv.clone()], vec![], &zeros, split_index);
-            record(vec![z_fc.clone()], vec![], &zeros, perm_index);
+        let z_conv = t
+            .clone()
+            .narrow(1, self.n_loss_dims, total - self.n_loss_dims);
+        let (z_fc, permute_log_det) = self.permute.forward(z_fc_raw.clone(), mode);
+        if let Some(observe) = observer {
+            let zeros = permute_log_det.zeros_like();
+            observe(NodeTrace {
+                index: self.plan.dct_node,
+                outputs: vec![t],
+                subnet_outputs: Vec::new(),
+                log_det: dct_log_det,
+            });
+            observe(NodeTrace {
+                index: self.plan.split_node,
+                outputs: vec![z_fc_raw, z_conv.clone()],
+                subnet_outputs: Vec::new(),
+                log_det: zeros,
+            });
+            observe(NodeTrace {
+                index: self.plan.permute_node,
+                outputs: vec![z_fc.clone()],
+                subnet_outputs: Vec::new(),
+                log_det: permute_log_det.clone(),
+            });
         }
         FlowOutput {
             z_fc,
             z_conv,
-            log_det,
+            log_det: log_det.add(permute_log_det),
         }
     }
 
-    /// Inverts the flow.
+    /// Inverts the flow: the permutation, the DCT, then the steps in reverse order.
     ///
     /// # Shapes
     /// - `z_fc`: `[batch, L]`, `z_conv`: `[batch, D − L]`
     /// - output: `[batch, C, H, W]`, log-det `[batch]`
     ///
     /// # Returns
-    /// `(x, log_det_inv)`. `log_det_inv` is the sum of the nodes' inverse log-dets; by the
-    /// reference's DCT quirk it equals `−log_det(x) + 2·DCT term`.
-    pub fn inverse(
-        &self,
-        z_fc: Tensor<B, 2>,
-        z_conv: Tensor<B, 2>,
-        mode: Mode,
-    ) -> (Tensor<B, 4>, Tensor<B, 1>) {
-        let z_fc_raw = self.permute.inverse(z_fc);
+    /// The input and the sum of the steps' inverse log-dets ([`FlowInverse`]).
+    pub fn inverse(&self, z_fc: Tensor<B, 2>, z_conv: Tensor<B, 2>, mode: Mode) -> FlowInverse<B> {
+        let (z_fc_raw, mut log_det) = self.permute.inverse(z_fc, mode);
         let t = Tensor::cat(vec![z_fc_raw, z_conv], 1);
-        let (mut x, mut log_det) = self.dct.inverse(t, self.final_channels, self.dct_size);
-        for stage in self.stages.iter().rev() {
-            for block in stage.blocks.iter().rev() {
-                let (y, ld) = block.inverse(x, mode);
-                x = y;
-                log_det = log_det.add(ld);
-            }
-            if let Some(down) = &stage.down {
-                let (y, ld) = down.inverse(x, mode);
-                x = y;
-                log_det = log_det.add(ld);
-            }
+        let (mut x, dct_log_det) = self.dct.inverse(t, mode);
+        log_det = log_det.add(dct_log_det);
+        for StepRef { step, .. } in self.steps().into_iter().rev() {
+            let (y, step_log_det) = step.inverse(x, mode);
+            x = y;
+            log_det = log_det.add(step_log_det);
         }
-        let (x, ld) = self.entry_1x1.inverse(x, mode);
-        log_det = log_det.add(ld);
-        let (x, ld) = self.haar.inverse(x);
-        log_det = log_det.add(ld);
-        let (x, ld) = self.entry.inverse(x, mode);
-        (x, log_det.add(ld))
+        FlowInverse { x, log_det }
     }
 }
 
 impl<B: Backend> BatchNorms<B> for Flow<B> {
     fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {
-        self.entry.for_each_batch_norm(f);
-        self.entry_1x1.for_each_batch_norm(f);
-        for stage in &mut self.stages {
-            if let Some(down) = &mut stage.down {
-                down.for_each_batch_norm(f);
-            }
-            for block in &mut stage.blocks {
-                block.for_each_batch_norm(f);
-            }
+        for StepMut { step, .. } in self.steps_mut() {
+            step.for_each_batch_norm(f);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The class-conditional Gaussian head (REFERENCE.md §4, §6, §7).
+//! The class-conditional Gaussian head: one unit-covariance Gaussian per class on the
+//! latent, the reference's class means and its losses.
 //!
 //! # Notation
 //! `z = (z_fc, z_conv)` is the latent, `D` its dimension. Class `y` has mean
@@ -21,6 +22,7 @@
 //! - `nll_class = (½ Σ_y t_y d_y − log|det J|) / D` for targets `t`;
 //! - `cat_ce = −Σ_y t_y log_softmax(−½ d)_y`.
 
+use burn::config::Config;
 use burn::module::{Initializer, Module, Param, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
@@ -53,34 +55,50 @@ pub struct ClassNorms<B: Backend> {
     pub conv: Tensor<B, 1>,
 }
 
-/// How the head is initialized for training from scratch.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HeadInit {
-    /// Scale of the initial one-hot pattern of `mu_fc` (the reference's `mu_init`, 3.5).
+/// The reference's `mu_init`: scale of the initial one-hot pattern of `mu_fc`.
+pub const MU_INIT: f64 = 3.5;
+/// The reference's `mu_conv_init`: standard deviation of the initial `mu_t`, `mu_m`.
+pub const MU_CONV_INIT: f64 = 0.01;
+
+/// Configuration of a [`GaussianHead`].
+#[derive(Config, Debug)]
+pub struct GaussianHeadConfig {
+    /// Number of classes `K`.
+    pub n_classes: usize,
+    /// Loss dimensions `L` (`z_fc`).
+    pub n_loss_dims: usize,
+    /// Dimensions of `z_conv`, `D − L`.
+    pub conv_dims: usize,
+    /// Rank `k` of `mu_conv = mu_t · mu_m`; 0 keeps a full `mu_conv`.
+    pub mu_low_rank_k: usize,
+    /// Scale of the initial one-hot pattern of `mu_fc` (the reference's `mu_init`).
+    #[config(default = "MU_INIT")]
     pub mu_init: f64,
-    /// Standard deviation of the initial `mu_t`, `mu_m` (`mu_conv_init`, 0.01).
+    /// Standard deviation of the initial conv means (the reference's `mu_conv_init`).
+    #[config(default = "MU_CONV_INIT")]
     pub mu_conv_init: f64,
 }
 
-impl Default for HeadInit {
-    fn default() -> Self {
-        Self {
-            mu_init: 3.5,
-            mu_conv_init: 0.01,
-        }
+impl GaussianHeadConfig {
+    /// The head of a model of `config`, with the reference's initial scales.
+    pub fn of(config: &GcConfig) -> Self {
+        Self::new(
+            config.n_classes,
+            config.n_loss_dims,
+            config.conv_dims(),
+            config.mu_low_rank_k,
+        )
     }
-}
 
-impl<B: Backend> GaussianHead<B> {
-    /// Builds the head of `config` as the reference initializes it: `mu_fc` repeats
+    /// Builds the head as the reference initializes it: `mu_fc` repeats
     /// `mu_init / sqrt(2·(L / K)) · I_K` along the loss dimensions; the conv means are
     /// small Gaussian noise.
-    pub fn new(config: &GcConfig, init: HeadInit, device: &B::Device) -> Self {
-        let (classes, loss) = (config.n_classes, config.n_loss_dims);
+    pub fn init<B: Backend>(&self, device: &B::Device) -> GaussianHead<B> {
+        let (classes, loss) = (self.n_classes, self.n_loss_dims);
         let repeats = loss / classes;
         let mut mu_fc = vec![0.0f32; classes * loss];
         if repeats > 0 {
-            let scale = (init.mu_init / (2.0 * repeats as f64).sqrt()) as f32;
+            let scale = (self.mu_init / (2.0 * repeats as f64).sqrt()) as f32;
             for r in 0..repeats {
                 for c in 0..classes {
                     mu_fc[c * loss + r * classes + c] = scale;
@@ -90,9 +108,9 @@ impl<B: Backend> GaussianHead<B> {
         let mu_fc = Tensor::<B, 2>::from_data(TensorData::new(mu_fc, [classes, loss]), device);
         let normal = Initializer::Normal {
             mean: 0.0,
-            std: init.mu_conv_init,
+            std: self.mu_conv_init,
         };
-        let (k, conv) = (config.mu_low_rank_k, config.conv_dims());
+        let (k, conv) = (self.mu_low_rank_k, self.conv_dims);
         let (mu_t, mu_m, mu_conv) = if k > 0 {
             (
                 Some(normal.init([classes, k], device)),
@@ -102,14 +120,16 @@ impl<B: Backend> GaussianHead<B> {
         } else {
             (None, None, Some(normal.init([classes, conv], device)))
         };
-        Self {
+        GaussianHead {
             mu_fc: Param::initialized(ParamId::new(), mu_fc.require_grad()),
             mu_t,
             mu_m,
             mu_conv,
         }
     }
+}
 
+impl<B: Backend> GaussianHead<B> {
     /// `‖μ_y‖²` of both parts, without building `mu_conv` when it is low-rank.
     pub fn class_norms(&self) -> ClassNorms<B> {
         let fc = sum_rows(self.mu_fc.val().square()).squeeze_dim(1);

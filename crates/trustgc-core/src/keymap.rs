@@ -3,13 +3,17 @@
 //!
 //! The reference saves `{'inn': model.model.state_dict(), 'mu', 'mu_t', 'mu_m'}`; its flow
 //! keys are `inn.module_list.N.<module keys>` with `N` the node's position in the list
-//! given to FrEIA's `ReversibleGraphNet` (REFERENCE.md §1-2, [`GcConfig::nodes`]).
+//! given to FrEIA's `ReversibleGraphNet` (see [`crate::plan`] and [`GcConfig::nodes`]).
 //! [`key_table`] lists every tensor of a model of a given config: reference key, its
-//! shape in the reference file, our path, and how the tensor is translated. It is built
-//! from the small per-module tables below, which are the whole mapping; nothing else in
-//! trustgc knows a reference key.
+//! shape in the reference file, our path, and how the tensor is translated. It walks the
+//! config's [`FlowPlan`]: the blocks give the node numbers and our paths, the subnet
+//! configs their layers ([`SubnetLayout`]), and the rules below the names of a coupling's
+//! output stage and of the fixed tensors. Nothing else in trustgc knows a reference key.
 
-use crate::config::{GcConfig, NodeKind};
+use crate::config::GcConfig;
+use crate::layers::coupling::split_channels;
+use crate::layers::subnet::{SubnetLayer, SubnetLayout};
+use crate::plan::{BlockLayers, FlowPlan};
 
 /// How a reference tensor becomes ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,164 +75,6 @@ pub struct KeyMapping {
     pub role: Role,
 }
 
-/// A layer inside a subnet, by kind.
-#[derive(Clone, Copy)]
-enum Layer {
-    /// BatchNorm over `channels`.
-    Norm(usize),
-    /// Convolution `[out, in, k, k]`, with or without bias.
-    Conv {
-        cin: usize,
-        cout: usize,
-        kernel: usize,
-        bias: bool,
-    },
-}
-
-/// `(PyTorch Sequential index, our field, layer)` of each subnet kind.
-type SubnetTable = Vec<(&'static str, &'static str, Layer)>;
-
-fn bottleneck_table(cin: usize, cout: usize, width: usize) -> SubnetTable {
-    use Layer::*;
-    vec![
-        ("0", "bn_in", Norm(cin)),
-        (
-            "2",
-            "conv_reduce",
-            Conv {
-                cin,
-                cout: width,
-                kernel: 1,
-                bias: false,
-            },
-        ),
-        ("3", "bn_reduce", Norm(width)),
-        (
-            "5",
-            "conv_spatial",
-            Conv {
-                cin: width,
-                cout: width,
-                kernel: 3,
-                bias: false,
-            },
-        ),
-        ("6", "bn_spatial", Norm(width)),
-        (
-            "8",
-            "conv_expand",
-            Conv {
-                cin: width,
-                cout: 4 * width,
-                kernel: 1,
-                bias: false,
-            },
-        ),
-        ("9", "bn_expand", Norm(4 * width)),
-        (
-            "11",
-            "conv_out",
-            Conv {
-                cin: 4 * width,
-                cout,
-                kernel: 1,
-                bias: true,
-            },
-        ),
-    ]
-}
-
-fn entry_strided_table(cin: usize, cout: usize, hidden: usize) -> SubnetTable {
-    use Layer::*;
-    vec![
-        (
-            "0",
-            "conv_in",
-            Conv {
-                cin,
-                cout: hidden,
-                kernel: 3,
-                bias: false,
-            },
-        ),
-        ("1", "bn_in", Norm(hidden)),
-        (
-            "3",
-            "conv_strided",
-            Conv {
-                cin: hidden,
-                cout: hidden,
-                kernel: 3,
-                bias: false,
-            },
-        ),
-        ("4", "bn_strided", Norm(hidden)),
-        (
-            "6",
-            "conv_out",
-            Conv {
-                cin: hidden,
-                cout,
-                kernel: 1,
-                bias: true,
-            },
-        ),
-    ]
-}
-
-fn entry_low_res_table(cin: usize, cout: usize, hidden: usize) -> SubnetTable {
-    use Layer::*;
-    vec![
-        (
-            "0",
-            "conv_in",
-            Conv {
-                cin,
-                cout: hidden,
-                kernel: 3,
-                bias: false,
-            },
-        ),
-        ("1", "bn_in", Norm(hidden)),
-        (
-            "3",
-            "conv_out",
-            Conv {
-                cin: hidden,
-                cout,
-                kernel: 1,
-                bias: false,
-            },
-        ),
-    ]
-}
-
-fn conv_1x1_table(cin: usize, cout: usize, hidden: usize) -> SubnetTable {
-    use Layer::*;
-    vec![
-        (
-            "0",
-            "conv_in",
-            Conv {
-                cin,
-                cout: hidden,
-                kernel: 1,
-                bias: true,
-            },
-        ),
-        (
-            "2",
-            "conv_out",
-            Conv {
-                cin: hidden,
-                cout,
-                kernel: 1,
-                bias: true,
-            },
-        ),
-    ]
-}
-
 /// Collects rows with a common reference prefix and path prefix.
 struct Rows<'a> {
     rows: &'a mut Vec<KeyMapping>,
@@ -265,11 +111,11 @@ impl Rows<'_> {
         );
     }
 
-    fn subnet(&mut self, reference: &str, ours: &str, table: SubnetTable) {
+    fn subnet(&mut self, reference: &str, ours: &str, table: SubnetLayout) {
         for (index, field, layer) in table {
             let (r, o) = (format!("{reference}.{index}"), format!("{ours}.{field}"));
             match layer {
-                Layer::Norm(c) => {
+                SubnetLayer::Norm(c) => {
                     self.same(
                         format!("{r}.weight"),
                         format!("{o}.weight"),
@@ -303,7 +149,7 @@ impl Rows<'_> {
                         Role::Counter,
                     );
                 }
-                Layer::Conv {
+                SubnetLayer::Conv {
                     cin,
                     cout,
                     kernel,
@@ -359,26 +205,9 @@ impl Rows<'_> {
         );
     }
 
-    fn down_coupling(
-        &mut self,
-        reference: &str,
-        ours: &str,
-        channels: usize,
-        strided: SubnetTable,
-        low_res: SubnetTable,
-    ) {
-        let (c1, c2) = (channels - channels / 2, channels / 2);
-        self.output_stage(reference, ours, 4 * channels);
-        self.subnet(
-            &format!("{reference}.s_hi"),
-            &format!("{ours}.subnet_strided"),
-            strided,
-        );
-        self.subnet(
-            &format!("{reference}.s_lo"),
-            &format!("{ours}.subnet_low_res"),
-            low_res,
-        );
+    /// The two unshuffle kernels of a downsampling coupling over `channels` inputs.
+    fn unshuffle_kernels(&mut self, reference: &str, ours: &str, channels: usize) {
+        let (c1, c2) = split_channels(channels);
         for (k, c) in [(0, c1), (1, c2)] {
             self.same(
                 format!("{reference}.reshape_kernels.{k}"),
@@ -394,89 +223,55 @@ impl Rows<'_> {
 ///
 /// Call on a validated config.
 pub fn key_table(config: &GcConfig) -> Vec<KeyMapping> {
+    key_table_of_plan(&config.plan(), config)
+}
+
+/// [`key_table`] from an already derived plan (used by validation to count parameters).
+pub(crate) fn key_table_of_plan(plan: &FlowPlan, config: &GcConfig) -> Vec<KeyMapping> {
     let mut rows = Vec::new();
     let mut out = Rows { rows: &mut rows };
-    let mut channels = config.input_shape[0];
-    let mut stage_blocks: Vec<usize> = vec![0; config.planes.len()];
-    for node in config.nodes() {
-        let reference = format!("inn.module_list.{}", node.index);
-        match node.kind {
-            NodeKind::EntryDown => {
-                let (c1, c2) = (channels - channels / 2, channels / 2);
-                let hidden = config.base_width;
-                out.down_coupling(
-                    &reference,
-                    "flow.entry",
-                    channels,
-                    entry_strided_table(c1, 8 * c2, hidden),
-                    entry_low_res_table(4 * c2, 8 * c1, hidden),
-                );
-                channels *= 4;
-            }
-            NodeKind::Haar => {
-                out.same(
-                    format!("{reference}.haar_weights"),
-                    "flow.haar.kernels".into(),
-                    vec![4 * channels, 1, 2, 2],
-                    Role::Fixed(FixedKind::HaarKernels),
-                );
-                channels *= 4;
-            }
-            NodeKind::Entry1x1 => {
-                let (c1, c2) = (channels - channels / 2, channels / 2);
-                out.output_stage(&reference, "flow.entry_1x1", channels);
-                out.subnet(
-                    &format!("{reference}.s"),
-                    "flow.entry_1x1.subnet",
-                    conv_1x1_table(c1, 2 * c2, config.entry_1x1_hidden),
-                );
-            }
-            NodeKind::Down { stage } => {
-                let (c1, c2) = (channels - channels / 2, channels / 2);
-                let width = config.bottleneck_width(stage);
-                out.down_coupling(
-                    &reference,
-                    &format!("flow.stages.{stage}.down"),
-                    channels,
-                    bottleneck_table(c1, 8 * c2, width),
-                    bottleneck_table(4 * c2, 8 * c1, width),
-                );
-                channels *= 4;
-            }
-            NodeKind::Slow { stage, .. } => {
-                let (c1, c2) = (channels - channels / 2, channels / 2);
-                let ours = format!("flow.stages.{stage}.blocks.{}", stage_blocks[stage]);
-                stage_blocks[stage] += 1;
-                out.output_stage(&reference, &ours, channels);
-                out.subnet(
-                    &format!("{reference}.s"),
-                    &format!("{ours}.subnet"),
-                    bottleneck_table(c1, 2 * c2, config.bottleneck_width(stage)),
-                );
-            }
-            NodeKind::Dct => {
-                let n = config.dct_size();
-                out.same(
-                    format!("{reference}.weight"),
-                    "flow.dct.weight".into(),
-                    vec![n, n],
-                    Role::Fixed(FixedKind::DctWeight),
-                );
-                out.same(
-                    format!("{reference}.inv_weight"),
-                    "flow.dct.inverse_weight".into(),
-                    vec![n, n],
-                    Role::Fixed(FixedKind::DctInverseWeight),
-                );
-            }
-            NodeKind::Input
-            | NodeKind::OutFc
-            | NodeKind::OutConv
-            | NodeKind::PermuteRandom
-            | NodeKind::Split => {}
+    for block in &plan.blocks {
+        let reference = format!("inn.module_list.{}", block.node);
+        let ours = block.path.as_str();
+        if let BlockLayers::Haar = block.layers {
+            out.same(
+                format!("{reference}.haar_weights"),
+                format!("{ours}.kernels"),
+                vec![4 * block.channels, 1, 2, 2],
+                Role::Fixed(FixedKind::HaarKernels),
+            );
+            continue;
+        }
+        // A coupling: its output stage (act-norm + permutation), then its subnets, then
+        // the unshuffle kernels of a downsampling one (the reference's parameter order).
+        out.output_stage(&reference, ours, block.output_shape()[0]);
+        for (reference_name, field, layout) in block.subnets() {
+            out.subnet(
+                &format!("{reference}.{reference_name}"),
+                &format!("{ours}.{field}"),
+                layout,
+            );
+        }
+        if block.downsamples() {
+            out.unshuffle_kernels(&reference, ours, block.channels);
         }
     }
-    let (classes, loss, conv) = (config.n_classes, config.n_loss_dims, config.conv_dims());
+    let reference = format!("inn.module_list.{}", plan.dct_node);
+    let n = plan.final_side;
+    out.same(
+        format!("{reference}.weight"),
+        "flow.dct.weight".into(),
+        vec![n, n],
+        Role::Fixed(FixedKind::DctWeight),
+    );
+    out.same(
+        format!("{reference}.inv_weight"),
+        "flow.dct.inverse_weight".into(),
+        vec![n, n],
+        Role::Fixed(FixedKind::DctInverseWeight),
+    );
+    let (classes, loss) = (config.n_classes, config.n_loss_dims);
+    let conv = plan.total_dims - loss;
     out.push(
         "mu".into(),
         vec![1, classes, loss],

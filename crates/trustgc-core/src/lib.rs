@@ -48,9 +48,11 @@ pub mod layers;
 pub mod model;
 pub mod ops;
 pub mod params;
+pub mod plan;
 pub mod rng;
 
 pub use config::{ConfigError, GcConfig};
 pub use head::{Beta, GaussianHead};
-pub use layers::Mode;
+pub use layers::{Invertible, Mode};
 pub use model::{GcOutput, GenerativeClassifier, InputShapeError};
+pub use plan::FlowPlan;

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 
 use crate::config::{ConfigError, GcConfig};
 use crate::flow::{Flow, FlowOutput};
-use crate::head::{ClassNorms, GaussianHead, HeadInit, Losses, losses};
+use crate::head::{ClassNorms, GaussianHead, GaussianHeadConfig, Losses, losses};
 use crate::layers::{BatchNorms, Mode};
 
 /// A generative classifier: an invertible network `x ↦ z` and class-conditional
@@ -96,7 +96,7 @@ impl<B: Backend> GenerativeClassifier<B> {
     pub fn new(config: &GcConfig, device: &B::Device) -> Result<Self, ConfigError> {
         Ok(Self {
             flow: Flow::new(config, device)?,
-            head: GaussianHead::new(config, HeadInit::default(), device),
+            head: GaussianHeadConfig::of(config).init(device),
             total_dims: config.total_dims(),
             input_shape: config.input_shape,
         })
@@ -210,6 +210,7 @@ impl<B: Backend> GenerativeClassifier<B> {
         z_fc: Tensor<B, 2>,
         z_conv: Tensor<B, 2>,
     ) -> (Tensor<B, 4>, Tensor<B, 1>) {
-        self.flow.inverse(z_fc, z_conv, Mode::Eval)
+        let inverse = self.flow.inverse(z_fc, z_conv, Mode::Eval);
+        (inverse.x, inverse.log_det)
     }
 }

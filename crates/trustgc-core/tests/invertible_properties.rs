@@ -1,10 +1,14 @@
-//! Properties every invertible layer must have, on a seeded grid of shapes and random
-//! parameters, in float64 (Flex):
+//! Properties every invertible step must have, checked through the [`Invertible`] trait by
+//! one generic harness ([`check_step`]), on a seeded grid of shapes and random parameters
+//! and on every step of whole flows, in float64 (Flex):
 //!
 //! 1. round trip: `inverse(forward(x)) = x`;
-//! 2. `log_det + log_det_inv = 0` (the DCT keeps the reference's quirk instead, see
+//! 2. `log_det + log_det_inv = 0` for [`LogDetConvention::Negated`] steps;
+//!    `log_det_inv = log_det` for the DCT, which keeps the reference's quirk
+//!    ([`LogDetConvention::Same`]; its exact log-det is checked in
 //!    `dct_keeps_the_reference_log_det_quirk`);
-//! 3. `log_det` equals the brute-force `log |det J|` from central finite differences.
+//! 3. `log_det` equals the brute-force `log |det J|` from central finite differences
+//!    (for `Negated` steps).
 //!
 //! BatchNorm runs in eval mode with random running statistics, so samples are
 //! independent and one batch can carry all the finite-difference probes.
@@ -14,14 +18,14 @@ use std::collections::HashMap;
 use burn::backend::Flex;
 use burn::module::Module;
 use burn::tensor::{DType, Tensor, TensorData};
-use trustgc_core::layers::FeaturePermutation;
-use trustgc_core::layers::Mode;
-use trustgc_core::layers::coupling::{DownCoupling, OutputStageInit, SlowCoupling};
-use trustgc_core::layers::dct::{DctPooling, dct_inverse_weight, dct_weight};
-use trustgc_core::layers::haar::HaarDownsampling;
+use trustgc_core::flow::StepRef;
+use trustgc_core::layers::coupling::{DownCouplingConfig, SlowCouplingConfig, split_channels};
+use trustgc_core::layers::dct::{DctPoolingConfig, dct_inverse_weight, dct_weight};
+use trustgc_core::layers::haar::HaarDownsamplingConfig;
 use trustgc_core::layers::subnet::{
-    Bottleneck, Conv1x1Net, EntryLowResNet, EntryStridedNet, NormSettings,
+    BottleneckConfig, Conv1x1NetConfig, EntryLowResNetConfig, EntryStridedNetConfig,
 };
+use trustgc_core::layers::{FeaturePermutationConfig, Invertible, LogDetConvention, Mode};
 use trustgc_core::params::{ParamKind, cast_floats, parameter_shapes, replace_parameters};
 use trustgc_core::rng::{Mt19937, legacy_permutation};
 use trustgc_core::{GcConfig, GenerativeClassifier};
@@ -86,7 +90,7 @@ fn randomize<M: Module<B>>(module: M, rng: &mut Gaussian) -> M {
     cast_floats(module, DType::F64)
 }
 
-fn input(rng: &mut Gaussian, shape: [usize; 4]) -> Tensor<B, 4> {
+fn input<const D: usize>(rng: &mut Gaussian, shape: [usize; D]) -> Tensor<B, D> {
     let n = shape.iter().product();
     Tensor::from_data(
         TensorData::new(rng.vec(n, 0.0, 1.0), shape),
@@ -130,9 +134,12 @@ fn log_abs_det(mut a: Vec<f64>, n: usize) -> f64 {
     log_det
 }
 
-/// Brute-force log |det ∂f/∂x| at a single sample `x` `[1, C, H, W]`, by central
-/// differences (all 2n probes in one batch).
-fn brute_force_log_det(f: impl Fn(Tensor<B, 4>) -> Vec<f64>, x: &Tensor<B, 4>) -> f64 {
+/// Brute-force log |det ∂f/∂x| at a single sample `x` `[1, …]`, by central differences
+/// (all 2n probes in one batch).
+fn brute_force_log_det<const D: usize>(
+    f: impl Fn(Tensor<B, D>) -> Vec<f64>,
+    x: &Tensor<B, D>,
+) -> f64 {
     let dims = x.dims();
     let n: usize = dims[1..].iter().product();
     let base = to_vec(x.clone());
@@ -145,8 +152,10 @@ fn brute_force_log_det(f: impl Fn(Tensor<B, 4>) -> Vec<f64>, x: &Tensor<B, 4>) -
             probes.extend(p);
         }
     }
-    let batch = Tensor::<B, 4>::from_data(
-        TensorData::new(probes, [2 * n, dims[1], dims[2], dims[3]]),
+    let mut shape = dims.to_vec();
+    shape[0] = 2 * n;
+    let batch = Tensor::<B, D>::from_data(
+        TensorData::new(probes, shape),
         (&Default::default(), DType::F64),
     );
     let out = f(batch);
@@ -166,25 +175,31 @@ fn brute_force_log_det(f: impl Fn(Tensor<B, 4>) -> Vec<f64>, x: &Tensor<B, 4>) -
     log_abs_det(jacobian, n)
 }
 
-/// Checks the three properties for a 4-D → 4-D layer given as closures.
-fn check_layer(
-    name: &str,
-    forward: impl Fn(Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>),
-    inverse: impl Fn(Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>),
-    x: Tensor<B, 4>,
-) {
-    let (y, log_det) = forward(x.clone());
-    let (x_back, log_det_inv) = inverse(y);
+/// Checks the properties of any [`Invertible`] step (eval mode) at `x` `[2, …]` and
+/// returns the brute-force log-det of the first sample.
+fn check_step<const I: usize, const O: usize, S>(name: &str, step: &S, x: Tensor<B, I>) -> f64
+where
+    S: Invertible<B, I, O> + ?Sized,
+{
+    let (y, log_det) = step.forward(x.clone(), Mode::Eval);
+    let (x_back, log_det_inv) = step.inverse(y, Mode::Eval);
     let round_trip = max_abs(&to_vec(x_back), &to_vec(x.clone()));
     let (log_det, log_det_inv) = (to_vec(log_det), to_vec(log_det_inv));
-    let sum = log_det
+    let brute = brute_force_log_det(
+        |b| to_vec(step.forward(b, Mode::Eval).0),
+        &x.clone().narrow(0, 0, 1),
+    );
+    let convention = step.log_det_convention();
+    let mismatch = log_det
         .iter()
         .zip(&log_det_inv)
-        .map(|(a, b)| (a + b).abs())
+        .map(|(a, b)| match convention {
+            LogDetConvention::Negated => (a + b).abs(),
+            LogDetConvention::Same => (a - b).abs(),
+        })
         .fold(0.0, f64::max);
-    let brute = brute_force_log_det(|b| to_vec(forward(b).0), &x.clone().narrow(0, 0, 1));
     println!(
-        "{name:<44} round trip {round_trip:.1e}  log_det+inv {sum:.1e}  log_det {:.6} brute {brute:.6}",
+        "{name:<44} round trip {round_trip:.1e}  log_det vs inverse ({convention:?}) {mismatch:.1e}  log_det {:.6} brute {brute:.6}",
         log_det[0]
     );
     // float64 round trip through a few exp/tanh layers: 1e-9 absolute.
@@ -193,29 +208,26 @@ fn check_layer(
         "{name}: round trip error {round_trip:.3e}"
     );
     assert!(
-        sum < 1e-9 * (1.0 + log_det[0].abs()),
-        "{name}: log_det + log_det_inv = {sum:.3e}"
+        mismatch < 1e-9 * (1.0 + log_det[0].abs()),
+        "{name}: log_det and log_det_inv differ from the {convention:?} convention by {mismatch:.3e}"
     );
-    // Central differences with h = 1e-5 have O(h²) = 1e-10 truncation error per entry.
-    assert!(
-        (log_det[0] - brute).abs() < 1e-6 * (1.0 + brute.abs()),
-        "{name}: log_det {} vs brute force {brute}",
-        log_det[0]
-    );
+    if convention == LogDetConvention::Negated {
+        // Central differences with h = 1e-5 have O(h²) = 1e-10 truncation error per entry.
+        assert!(
+            (log_det[0] - brute).abs() < 1e-6 * (1.0 + brute.abs()),
+            "{name}: log_det {} vs brute force {brute}",
+            log_det[0]
+        );
+    }
+    brute
 }
 
-fn norm() -> NormSettings {
-    NormSettings {
-        momentum: 0.05,
-        epsilon: 1e-5,
-    }
+fn slow_config(channels: usize, seed: u32) -> SlowCouplingConfig {
+    SlowCouplingConfig::new(channels, legacy_permutation(seed, channels))
 }
 
-fn output_init(channels: usize, seed: u32) -> OutputStageInit {
-    OutputStageInit {
-        act_norm: 0.7,
-        permutation: legacy_permutation(seed, channels),
-    }
+fn down_config(channels: usize, seed: u32) -> DownCouplingConfig {
+    DownCouplingConfig::new(channels, legacy_permutation(seed, 4 * channels))
 }
 
 #[test]
@@ -227,35 +239,23 @@ fn slow_coupling_properties() {
             for hidden in [4, 6] {
                 seed += 1;
                 let mut rng = Gaussian::new(seed);
-                let (c1, c2) = (channels - channels / 2, channels / 2);
-                let block = SlowCoupling::new(
-                    channels,
-                    Conv1x1Net::<B>::new(c1, 2 * c2, hidden, &device),
-                    0.7,
-                    &output_init(channels, seed),
-                    &device,
-                );
+                let (c1, c2) = split_channels(channels);
+                let subnet = Conv1x1NetConfig::new(c1, 2 * c2, hidden).init::<B>(&device);
+                let block = slow_config(channels, seed).init(subnet, &device);
                 let block = randomize(block, &mut rng);
                 let x = input(&mut rng, [2, channels, height, width]);
-                check_layer(
+                check_step(
                     &format!("slow/1x1 C={channels} {height}x{width} hidden={hidden}"),
-                    |x| block.forward(x, Mode::Eval),
-                    |y| block.inverse(y, Mode::Eval),
+                    &block,
                     x,
                 );
-                let block = SlowCoupling::new(
-                    channels,
-                    Bottleneck::<B>::new(c1, 2 * c2, hidden, 1, norm(), &device),
-                    0.7,
-                    &output_init(channels, seed + 100),
-                    &device,
-                );
+                let subnet = BottleneckConfig::new(c1, 2 * c2, hidden).init::<B>(&device);
+                let block = slow_config(channels, seed + 100).init(subnet, &device);
                 let block = randomize(block, &mut rng);
                 let x = input(&mut rng, [2, channels, height, width]);
-                check_layer(
+                check_step(
                     &format!("slow/bottleneck C={channels} {height}x{width} width={hidden}"),
-                    |x| block.forward(x, Mode::Eval),
-                    |y| block.inverse(y, Mode::Eval),
+                    &block,
                     x,
                 );
             }
@@ -271,38 +271,31 @@ fn down_coupling_properties() {
         for (height, width) in [(2, 2), (4, 2)] {
             seed += 1;
             let mut rng = Gaussian::new(seed);
-            let (c1, c2) = (channels - channels / 2, channels / 2);
-            let init = output_init(4 * channels, seed);
-            let entry = DownCoupling::new(
-                channels,
-                EntryStridedNet::<B>::new(c1, 8 * c2, 5, norm(), &device),
-                EntryLowResNet::<B>::new(4 * c2, 8 * c1, 5, norm(), &device),
-                0.7,
-                &init,
+            let (c1, c2) = split_channels(channels);
+            let entry = down_config(channels, seed).init(
+                EntryStridedNetConfig::new(c1, 8 * c2, 5).init::<B>(&device),
+                EntryLowResNetConfig::new(4 * c2, 8 * c1, 5).init::<B>(&device),
                 &device,
             );
             let entry = randomize(entry, &mut rng);
             let x = input(&mut rng, [2, channels, height, width]);
-            check_layer(
+            check_step(
                 &format!("down/entry C={channels} {height}x{width}"),
-                |x| entry.forward(x, Mode::Eval),
-                |y| entry.inverse(y, Mode::Eval),
+                &entry,
                 x,
             );
-            let down = DownCoupling::new(
-                channels,
-                Bottleneck::<B>::new(c1, 8 * c2, 3, 2, norm(), &device),
-                Bottleneck::<B>::new(4 * c2, 8 * c1, 3, 1, norm(), &device),
-                0.7,
-                &init,
+            let down = down_config(channels, seed).init(
+                BottleneckConfig::new(c1, 8 * c2, 3)
+                    .with_stride(2)
+                    .init::<B>(&device),
+                BottleneckConfig::new(4 * c2, 8 * c1, 3).init::<B>(&device),
                 &device,
             );
             let down = randomize(down, &mut rng);
             let x = input(&mut rng, [2, channels, height, width]);
-            check_layer(
+            check_step(
                 &format!("down/bottleneck C={channels} {height}x{width}"),
-                |x| down.forward(x, Mode::Eval),
-                |y| down.inverse(y, Mode::Eval),
+                &down,
                 x,
             );
         }
@@ -323,14 +316,15 @@ fn haar_properties() {
     {
         let mut rng = Gaussian::new(2000 + i as u32);
         let haar = cast_floats(
-            HaarDownsampling::<B>::new(channels, rebalance, &device),
+            HaarDownsamplingConfig::new(channels)
+                .with_rebalance(rebalance)
+                .init::<B>(&device),
             DType::F64,
         );
         let x = input(&mut rng, [2, channels, height, width]);
-        check_layer(
+        check_step(
             &format!("haar C={channels} {height}x{width} rebalance={rebalance}"),
-            |x| haar.forward(x),
-            |y| haar.inverse(y),
+            &haar,
             x,
         );
     }
@@ -340,13 +334,13 @@ fn haar_properties() {
 fn haar_orders_by_wavelet_like_the_reference() {
     // One channel per wavelet; out channel k·C + c holds wavelet k of channel c, times 0.25.
     let device = Default::default();
-    let haar = HaarDownsampling::<B>::new(2, 0.5, &device);
+    let haar = HaarDownsamplingConfig::new(2).init::<B>(&device);
     // channel 0 = [[1,2],[3,4]], channel 1 = [[5,6],[7,8]]
     let x = Tensor::<B, 4>::from_data(
         TensorData::new((1..=8).map(|v| v as f32).collect::<Vec<_>>(), [1, 2, 2, 2]),
         &device,
     );
-    let y: Vec<f32> = haar.forward(x).0.into_data().to_vec().unwrap();
+    let y: Vec<f32> = haar.forward(x, Mode::Eval).0.into_data().to_vec().unwrap();
     let expected = [10.0, 26.0, -2.0, -2.0, -4.0, -4.0, 0.0, 0.0].map(|v: f32| v * 0.25);
     assert_eq!(y, expected);
 }
@@ -359,10 +353,14 @@ fn dct_keeps_the_reference_log_det_quirk() {
         .enumerate()
     {
         let mut rng = Gaussian::new(3000 + i as u32);
-        let dct = randomize(DctPooling::<B>::new(n, rebalance, &device), &mut rng);
+        let dct = DctPoolingConfig::new(channels, n)
+            .with_rebalance(rebalance)
+            .init::<B>(&device);
+        let dct = randomize(dct, &mut rng);
         let x = input(&mut rng, [2, channels, n, n]);
-        let (t, log_det) = dct.forward(x.clone());
-        let (x_back, log_det_inv) = dct.inverse(t, channels, n);
+        let brute = check_step(&format!("dct C={channels} N={n}"), &dct, x.clone());
+        let (t, log_det) = dct.forward(x.clone(), Mode::Eval);
+        let (x_back, log_det_inv) = dct.inverse(t, Mode::Eval);
         let round_trip = max_abs(&to_vec(x_back), &to_vec(x.clone()));
         assert!(round_trip < 1e-10, "dct round trip {round_trip:.3e}");
         let reported = (n * n * channels) as f64 * f64::ln(rebalance);
@@ -373,7 +371,6 @@ fn dct_keeps_the_reference_log_det_quirk() {
         let w = dct_weight(n);
         let exact = (n * n * channels) as f64 * (rebalance / (2.0 * (n as f64 + 1.0))).ln()
             + 2.0 * (n * channels) as f64 * log_abs_det(w, n);
-        let brute = brute_force_log_det(|b| to_vec(dct.forward(b).0), &x.narrow(0, 0, 1));
         println!(
             "dct C={channels} N={n}: reported {reported:.6}, exact {exact:.6}, brute force {brute:.6}"
         );
@@ -387,20 +384,23 @@ fn dct_keeps_the_reference_log_det_quirk() {
 #[test]
 fn feature_permutation_inverts() {
     let device = Default::default();
-    let perm = FeaturePermutation::<B>::new(&legacy_permutation(0, 6), &device);
+    let perm = FeaturePermutationConfig::new(legacy_permutation(0, 6)).init::<B>(&device);
     let x = Tensor::<B, 2>::from_data(
         TensorData::new((0..12).map(|v| v as f32).collect::<Vec<_>>(), [2, 6]),
         &device,
     );
-    let y: Vec<f32> = perm.forward(x.clone()).into_data().to_vec().unwrap();
+    let (y, log_det) = perm.forward(x.clone(), Mode::Eval);
+    assert_eq!(to_vec(log_det.cast(DType::F64)), vec![0.0; 2]);
+    let y: Vec<f32> = y.into_data().to_vec().unwrap();
     let p = legacy_permutation(0, 6);
     for i in 0..6 {
         assert_eq!(y[i], p[i] as f32);
     }
-    assert_eq!(
-        perm.inverse(perm.forward(x.clone())).into_data(),
-        x.into_data()
-    );
+    let (back, _) = perm.inverse(perm.forward(x.clone(), Mode::Eval).0, Mode::Eval);
+    assert_eq!(back.into_data(), x.into_data());
+    let mut rng = Gaussian::new(3100);
+    let x = input(&mut rng, [2, 6]);
+    check_step("feature permutation n=6", &perm, x);
 }
 
 /// A whole flow small enough for a brute-force Jacobian: 2x4x4 inputs (32 dimensions).
@@ -443,10 +443,10 @@ fn whole_flow_properties() {
         let [c, h, w] = config.input_shape;
         let x = input(&mut rng, [2, c, h, w]);
         let out = model.flow.forward(x.clone(), Mode::Eval);
-        let (x_back, log_det_inv) =
-            model
-                .flow
-                .inverse(out.z_fc.clone(), out.z_conv.clone(), Mode::Eval);
+        let inverse = model
+            .flow
+            .inverse(out.z_fc.clone(), out.z_conv.clone(), Mode::Eval);
+        let (x_back, log_det_inv) = (inverse.x, inverse.log_det);
         let round_trip = max_abs(&to_vec(x_back), &to_vec(x.clone()));
         let n = config.dct_size();
         let dct_reported = (n * n * config.final_channels()) as f64 * 0.5f64.ln();
@@ -490,5 +490,56 @@ fn whole_flow_properties() {
                 "flow log_det mismatch"
             );
         }
+    }
+}
+
+/// The harness on every step of whole flows: each block at the input shape its plan gives,
+/// then the DCT and the permutation.
+#[test]
+fn every_step_of_a_flow_passes_the_harness() {
+    let device = Default::default();
+    for (i, strides) in [vec![1], vec![2]].into_iter().enumerate() {
+        let config = tiny_config(strides.clone());
+        let mut rng = Gaussian::new(5000 + i as u32);
+        let model = randomize(
+            GenerativeClassifier::<B>::new(&config, &device).unwrap(),
+            &mut rng,
+        );
+        let flow = &model.flow;
+        let steps = flow.steps();
+        assert_eq!(steps.len(), flow.plan.blocks.len());
+        let mut log_det_sum = 0.0;
+        let x = input(&mut rng, [1, 2, 8, 8]);
+        for (StepRef { node, step }, spec) in steps.into_iter().zip(&flow.plan.blocks) {
+            assert_eq!(node, spec.node);
+            let [c, h, w] = spec.input_shape();
+            let x = input(&mut rng, [2, c, h, w]);
+            check_step(
+                &format!("strides {strides:?} node {node} {}", spec.name),
+                step,
+                x,
+            );
+            let (y, _) = step.forward(input(&mut rng, [1, c, h, w]), Mode::Eval);
+            assert_eq!(y.dims()[1..], spec.output_shape());
+        }
+        let (n, channels) = (flow.plan.final_side, flow.plan.final_channels);
+        let x_dct = input(&mut rng, [2, channels, n, n]);
+        check_step(&format!("strides {strides:?} DCT"), &flow.dct, x_dct);
+        let x_perm = input(&mut rng, [2, config.n_loss_dims]);
+        check_step(
+            &format!("strides {strides:?} permutation"),
+            &flow.permute,
+            x_perm,
+        );
+        // The flow's own log-det is the sum over the steps of the traced contributions.
+        let (out, trace) = flow.forward_traced(x, Mode::Eval);
+        for node in &trace {
+            log_det_sum += to_vec(node.log_det.clone())[0];
+        }
+        let total = to_vec(out.log_det)[0];
+        assert!(
+            (total - log_det_sum).abs() < 1e-9 * (1.0 + total.abs()),
+            "flow log_det {total} vs sum of node log-dets {log_det_sum}"
+        );
     }
 }

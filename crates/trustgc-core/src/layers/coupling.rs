@@ -23,14 +23,21 @@
 //! per sample, `H'·W'` the output resolution. The inverse returns `−log_det` computed from
 //! its own intermediate values, as the reference does.
 
+use burn::config::Config;
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::batch_norm::BatchNorm2d;
 use super::subnet::Subnet;
-use super::{BatchNorms, Mode};
+use super::{BatchNorms, Invertible, Mode, SubnetOutput, flatten_batch};
 use crate::ops::sum_per_sample;
+
+/// The channel split of every coupling: `(c1, c2) = (C − C/2, C/2)`, the conditioning
+/// half first.
+pub fn split_channels(channels: usize) -> (usize, usize) {
+    (channels - channels / 2, channels / 2)
+}
 
 /// Added to the act-norm scale inside the log, as the reference does.
 const LOG_EPS: f64 = 1e-12;
@@ -152,13 +159,123 @@ fn fixed_param<B: Backend, const D: usize>(
     Param::initialized(ParamId::new(), tensor).set_require_grad(false)
 }
 
-/// Parameters of the act-norm + permutation output stage, for building a block.
-#[derive(Clone, Debug)]
-pub struct OutputStageInit {
-    /// The act-norm scale every channel starts with (the reference's `act_norm`, 0.7).
-    pub act_norm: f64,
-    /// The fixed channel permutation: `y[:, i] = v[:, permutation[i]]`.
+/// Configuration of a [`SlowCoupling`]: the channels, the clamp, the act-norm start and
+/// the fixed output permutation. The subnet is built separately (from its own config)
+/// and handed to [`init`](Self::init).
+#[derive(Config, Debug)]
+pub struct SlowCouplingConfig {
+    /// Channels `C` of the input (and output).
+    pub channels: usize,
+    /// The fixed channel permutation of the output stage, a permutation of `0..C`:
+    /// `y[:, i] = v[:, permutation[i]]`.
     pub permutation: Vec<usize>,
+    /// Bound of the log-scales (the reference's `clamp`).
+    #[config(default = 0.7)]
+    pub clamp: f64,
+    /// The act-norm scale every channel starts with (the reference's `act_norm`).
+    #[config(default = 0.7)]
+    pub act_norm: f64,
+}
+
+/// Configuration of a [`DownCoupling`] (`[B, C, H, W] → [B, 4C, H/2, W/2]`); the two
+/// subnets are built separately and handed to [`init`](Self::init).
+#[derive(Config, Debug)]
+pub struct DownCouplingConfig {
+    /// Channels `C` of the input (the output has `4C`).
+    pub channels: usize,
+    /// The fixed channel permutation of the output stage, a permutation of `0..4C`.
+    pub permutation: Vec<usize>,
+    /// Bound of the log-scales (the reference's `clamp`).
+    #[config(default = 0.7)]
+    pub clamp: f64,
+    /// The act-norm scale every channel starts with (the reference's `act_norm`).
+    #[config(default = 0.7)]
+    pub act_norm: f64,
+}
+
+/// The parameters of a fresh output stage.
+struct OutputParams<B: Backend> {
+    act_norm: Param<Tensor<B, 1>>,
+    act_offset: Param<Tensor<B, 1>>,
+    permutation: Param<Tensor<B, 1, Int>>,
+    inverse_permutation: Param<Tensor<B, 1, Int>>,
+}
+
+fn output_params<B: Backend>(
+    channels: usize,
+    act_norm: f64,
+    permutation: &[usize],
+    device: &B::Device,
+) -> OutputParams<B> {
+    use burn::module::Initializer;
+    assert_eq!(
+        permutation.len(),
+        channels,
+        "the output permutation of a coupling over {channels} channels must have {channels} entries"
+    );
+    let raw = act_norm_raw_for_scale(act_norm);
+    let inverse = crate::rng::invert_permutation(permutation);
+    OutputParams {
+        act_norm: Initializer::Constant { value: raw }.init([channels], device),
+        act_offset: Initializer::Zeros.init([channels], device),
+        permutation: index_param(permutation, device),
+        inverse_permutation: index_param(&inverse, device),
+    }
+}
+
+/// A layer's output with its per-sample log-det.
+pub type WithLogDet<B> = (Tensor<B, 4>, Tensor<B, 1>);
+
+impl SlowCouplingConfig {
+    /// Wraps `subnet` (`c1 → 2·c2` channels, see [`split_channels`]) into a coupling.
+    ///
+    /// # Panics
+    /// When the permutation does not have `channels` entries (a bug of the caller).
+    pub fn init<B: Backend, Net: Subnet<B>>(
+        &self,
+        subnet: Net,
+        device: &B::Device,
+    ) -> SlowCoupling<B, Net> {
+        let p = output_params(self.channels, self.act_norm, &self.permutation, device);
+        SlowCoupling {
+            subnet,
+            act_norm: p.act_norm,
+            act_offset: p.act_offset,
+            permutation: p.permutation,
+            inverse_permutation: p.inverse_permutation,
+            clamp: self.clamp,
+            split: split_channels(self.channels).0,
+        }
+    }
+}
+
+impl DownCouplingConfig {
+    /// Builds the coupling from its strided subnet `s_hi` (`c1 → 8·c2`, stride 2) and its
+    /// low-resolution subnet `s_lo` (`4·c2 → 8·c1`).
+    ///
+    /// # Panics
+    /// When the permutation does not have `4·channels` entries (a bug of the caller).
+    pub fn init<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>>(
+        &self,
+        subnet_strided: NetHi,
+        subnet_low_res: NetLo,
+        device: &B::Device,
+    ) -> DownCoupling<B, NetHi, NetLo> {
+        let (c1, c2) = split_channels(self.channels);
+        let p = output_params(4 * self.channels, self.act_norm, &self.permutation, device);
+        DownCoupling {
+            subnet_strided,
+            subnet_low_res,
+            act_norm: p.act_norm,
+            act_offset: p.act_offset,
+            permutation: p.permutation,
+            inverse_permutation: p.inverse_permutation,
+            unshuffle_kernels_1: fixed_param(unshuffle_kernels(c1), [4 * c1, 1, 2, 2], device),
+            unshuffle_kernels_2: fixed_param(unshuffle_kernels(c2), [4 * c2, 1, 2, 2], device),
+            clamp: self.clamp,
+            split: c1,
+        }
+    }
 }
 
 /// The slow (single-stream) affine coupling block.
@@ -180,54 +297,7 @@ pub struct SlowCoupling<B: Backend, Net: Module<B>> {
     pub split: usize,
 }
 
-/// The parameters of a fresh output stage.
-struct OutputParams<B: Backend> {
-    act_norm: Param<Tensor<B, 1>>,
-    act_offset: Param<Tensor<B, 1>>,
-    permutation: Param<Tensor<B, 1, Int>>,
-    inverse_permutation: Param<Tensor<B, 1, Int>>,
-}
-
-fn output_params<B: Backend>(
-    channels: usize,
-    init: &OutputStageInit,
-    device: &B::Device,
-) -> OutputParams<B> {
-    use burn::module::Initializer;
-    let raw = act_norm_raw_for_scale(init.act_norm);
-    let inverse = crate::rng::invert_permutation(&init.permutation);
-    OutputParams {
-        act_norm: Initializer::Constant { value: raw }.init([channels], device),
-        act_offset: Initializer::Zeros.init([channels], device),
-        permutation: index_param(&init.permutation, device),
-        inverse_permutation: index_param(&inverse, device),
-    }
-}
-
-/// A layer's output with its per-sample log-det.
-pub type WithLogDet<B> = (Tensor<B, 4>, Tensor<B, 1>);
-
-impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
-    /// Wraps `subnet` (`c1 → 2·c2` channels) into a coupling over `channels` channels.
-    pub fn new(
-        channels: usize,
-        subnet: Net,
-        clamp: f64,
-        init: &OutputStageInit,
-        device: &B::Device,
-    ) -> Self {
-        let p = output_params(channels, init, device);
-        Self {
-            subnet,
-            act_norm: p.act_norm,
-            act_offset: p.act_offset,
-            permutation: p.permutation,
-            inverse_permutation: p.inverse_permutation,
-            clamp,
-            split: channels - channels / 2,
-        }
-    }
-
+impl<B: Backend, Net: Subnet<B>> Invertible<B, 4, 4> for SlowCoupling<B, Net> {
     /// Applies the block.
     ///
     /// # Shapes
@@ -236,11 +306,27 @@ impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
     ///
     /// # Returns
     /// `(y, log_det)`.
-    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
+    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         self.forward_with_subnet_output(x, mode).0
     }
 
-    /// [`forward`](Self::forward) that also returns the raw subnet output `a`.
+    /// Inverts the block; `log_det_inv = −log_det`.
+    fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
+        self.inverse_block(y, mode)
+    }
+
+    fn forward_traced(
+        &self,
+        x: Tensor<B, 4>,
+        mode: Mode,
+    ) -> (Tensor<B, 4>, Tensor<B, 1>, Vec<SubnetOutput<B>>) {
+        let ((y, log_det), a) = self.forward_with_subnet_output(x, mode);
+        (y, log_det, vec![("s", flatten_batch(&a))])
+    }
+}
+
+impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
+    /// [`Invertible::forward`] that also returns the raw subnet output `a`.
     pub fn forward_with_subnet_output(
         &self,
         x: Tensor<B, 4>,
@@ -268,7 +354,7 @@ impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
     ///
     /// # Returns
     /// `(x, log_det_inv)` with `log_det_inv = −log_det`.
-    pub fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
+    fn inverse_block(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         let channels = y.dims()[1];
         let (c1, c2) = (self.split, channels - self.split);
         let (u, output_log_det) = output_inverse(
@@ -314,32 +400,9 @@ pub struct DownCoupling<B: Backend, NetHi: Module<B>, NetLo: Module<B>> {
     pub split: usize,
 }
 
-impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetLo> {
-    /// Builds a downsampling coupling over `channels` input channels.
-    pub fn new(
-        channels: usize,
-        subnet_strided: NetHi,
-        subnet_low_res: NetLo,
-        clamp: f64,
-        init: &OutputStageInit,
-        device: &B::Device,
-    ) -> Self {
-        let (c1, c2) = (channels - channels / 2, channels / 2);
-        let p = output_params(4 * channels, init, device);
-        Self {
-            subnet_strided,
-            subnet_low_res,
-            act_norm: p.act_norm,
-            act_offset: p.act_offset,
-            permutation: p.permutation,
-            inverse_permutation: p.inverse_permutation,
-            unshuffle_kernels_1: fixed_param(unshuffle_kernels(c1), [4 * c1, 1, 2, 2], device),
-            unshuffle_kernels_2: fixed_param(unshuffle_kernels(c2), [4 * c2, 1, 2, 2], device),
-            clamp,
-            split: c1,
-        }
-    }
-
+impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> Invertible<B, 4, 4>
+    for DownCoupling<B, NetHi, NetLo>
+{
     /// Applies the block.
     ///
     /// # Shapes
@@ -348,11 +411,29 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
     ///
     /// # Returns
     /// `(y, log_det)`.
-    pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
+    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         self.forward_with_subnet_outputs(x, mode).0
     }
 
-    /// [`forward`](Self::forward) that also returns the raw subnet outputs `(a1, a2)`.
+    /// Inverts the block: `[batch, 4C, H/2, W/2] → [batch, C, H, W]`,
+    /// `log_det_inv = −log_det`.
+    fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
+        self.inverse_block(y, mode)
+    }
+
+    fn forward_traced(
+        &self,
+        x: Tensor<B, 4>,
+        mode: Mode,
+    ) -> (Tensor<B, 4>, Tensor<B, 1>, Vec<SubnetOutput<B>>) {
+        let ((y, log_det), (a1, a2)) = self.forward_with_subnet_outputs(x, mode);
+        let subnets = vec![("s_hi", flatten_batch(&a1)), ("s_lo", flatten_batch(&a2))];
+        (y, log_det, subnets)
+    }
+}
+
+impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetLo> {
+    /// [`Invertible::forward`] that also returns the raw subnet outputs `(a1, a2)`.
     pub fn forward_with_subnet_outputs(
         &self,
         x: Tensor<B, 4>,
@@ -392,7 +473,7 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
     ///
     /// # Returns
     /// `(x, log_det_inv)` with `log_det_inv = −log_det`.
-    pub fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
+    fn inverse_block(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         let channels = y.dims()[1] / 4;
         let (c1, c2) = (self.split, channels - self.split);
         let (u, output_log_det) = output_inverse(

@@ -11,9 +11,12 @@
 //! directions, instead of the exact `N²·C·ln(rebalance/(2(N+1))) + 2N·C·ln|det W|` with
 //! opposite signs. A faithful port keeps it; see `docs/layers.md`.
 
+use burn::config::Config;
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+
+use super::{Invertible, LogDetConvention, Mode};
 
 /// `weight[k, n] = 2 cos(π (2n+1) k / 2N)`, row-major `[N, N]`.
 pub fn dct_weight(n: usize) -> Vec<f64> {
@@ -51,6 +54,33 @@ pub struct DctPooling<B: Backend> {
     pub inverse_weight: Param<Tensor<B, 2>>,
     /// The reference's `rebalance` argument (0.5).
     pub rebalance: f64,
+    /// Channels `C` of the pooled map (the inverse's output shape).
+    pub channels: usize,
+}
+
+/// Configuration of a [`DctPooling`] over a `[C, N, N]` map.
+#[derive(Config, Debug)]
+pub struct DctPoolingConfig {
+    /// Channels `C` of the map.
+    pub channels: usize,
+    /// Side `N` of the map.
+    pub size: usize,
+    /// The reference's `rebalance` argument.
+    #[config(default = 0.5)]
+    pub rebalance: f64,
+}
+
+impl DctPoolingConfig {
+    /// Builds the pooling with the closed-form matrices.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> DctPooling<B> {
+        let n = self.size;
+        DctPooling {
+            weight: fixed_matrix(dct_weight(n), n, device),
+            inverse_weight: fixed_matrix(dct_inverse_weight(n), n, device),
+            rebalance: self.rebalance,
+            channels: self.channels,
+        }
+    }
 }
 
 fn fixed_matrix<B: Backend>(values: Vec<f64>, n: usize, device: &B::Device) -> Param<Tensor<B, 2>> {
@@ -60,15 +90,6 @@ fn fixed_matrix<B: Backend>(values: Vec<f64>, n: usize, device: &B::Device) -> P
 }
 
 impl<B: Backend> DctPooling<B> {
-    /// Builds the pooling for an `n x n` map with the closed-form matrices.
-    pub fn new(n: usize, rebalance: f64, device: &B::Device) -> Self {
-        Self {
-            weight: fixed_matrix(dct_weight(n), n, device),
-            inverse_weight: fixed_matrix(dct_inverse_weight(n), n, device),
-            rebalance,
-        }
-    }
-
     /// `2(N+1)/rebalance`, the reference's `self.rebalance`.
     fn normalizer(&self, n: usize) -> f64 {
         2.0 * (n as f64 + 1.0) / self.rebalance
@@ -94,6 +115,13 @@ impl<B: Backend> DctPooling<B> {
             .swap_dims(2, 3)
     }
 
+    /// The side `N` of the pooled map.
+    pub fn size(&self) -> usize {
+        self.weight.lazy_shape().dims::<2>()[0]
+    }
+}
+
+impl<B: Backend> Invertible<B, 4, 2> for DctPooling<B> {
     /// Applies the pooling.
     ///
     /// # Shapes
@@ -102,7 +130,7 @@ impl<B: Backend> DctPooling<B> {
     ///
     /// # Returns
     /// `(t, log_det)`; `t[:, :C]` are the DC terms.
-    pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    fn forward(&self, x: Tensor<B, 4>, _mode: Mode) -> (Tensor<B, 2>, Tensor<B, 1>) {
         let [batch, channels, n, _] = x.dims();
         let (device, dtype) = (x.device(), x.dtype());
         let t = Self::separable(x, self.weight.val())
@@ -121,18 +149,18 @@ impl<B: Backend> DctPooling<B> {
     ///
     /// # Returns
     /// `(x, log_det_inv)`; by the reference's quirk `log_det_inv` equals the forward
-    /// log-det (same sign).
-    pub fn inverse(
-        &self,
-        t: Tensor<B, 2>,
-        channels: usize,
-        n: usize,
-    ) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    /// log-det (same sign, [`LogDetConvention::Same`]).
+    fn inverse(&self, t: Tensor<B, 2>, _mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        let (channels, n) = (self.channels, self.size());
         let batch = t.dims()[0];
         let (device, dtype) = (t.device(), t.dtype());
         let x = t.reshape([batch, n, n, channels]).swap_dims(1, 3);
         let x = Self::separable(x, self.inverse_weight.val()).mul_scalar(self.normalizer(n));
         let log_det = self.log_det_value(channels, n);
         (x, Tensor::full([batch], log_det, (&device, dtype)))
+    }
+
+    fn log_det_convention(&self) -> LogDetConvention {
+        LogDetConvention::Same
     }
 }

@@ -15,11 +15,14 @@
 //! fixed parameter (checked against the closed form when a checkpoint is imported) and
 //! compute with the closed form above.
 
+use burn::config::Config;
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use super::batch_norm::BatchNorm2d;
 use super::coupling::{pixel_shuffle, pixel_unshuffle};
+use super::{BatchNorms, Invertible, Mode};
 
 /// The four 2x2 Haar kernels, `[k][row][col]`.
 pub const HAAR_KERNELS: [[[f32; 2]; 2]; 4] = [
@@ -52,25 +55,40 @@ pub struct HaarDownsampling<B: Backend> {
     pub rebalance: f64,
 }
 
-impl<B: Backend> HaarDownsampling<B> {
-    /// Builds the transform for `channels` input channels.
-    pub fn new(channels: usize, rebalance: f64, device: &B::Device) -> Self {
+/// Configuration of a [`HaarDownsampling`].
+#[derive(Config, Debug)]
+pub struct HaarDownsamplingConfig {
+    /// Input channels `C` (the output has `4C`).
+    pub channels: usize,
+    /// The reference's `rebalance`: outputs are multiplied by `0.5 · rebalance`.
+    #[config(default = 0.5)]
+    pub rebalance: f64,
+}
+
+impl HaarDownsamplingConfig {
+    /// Builds the transform.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> HaarDownsampling<B> {
+        let channels = self.channels;
         let kernels = Tensor::<B, 4>::from_data(
             TensorData::new(haar_weights(channels), [4 * channels, 1, 2, 2]),
             device,
         );
-        Self {
+        HaarDownsampling {
             kernels: Param::initialized(ParamId::new(), kernels).set_require_grad(false),
-            rebalance,
+            rebalance: self.rebalance,
         }
     }
+}
 
+impl<B: Backend> HaarDownsampling<B> {
     /// The per-sample log-det of the forward transform for an input of `elements` values.
     pub fn log_det_value(&self, elements: usize) -> f64 {
         elements as f64 / 4.0 * (16f64.ln() + 4.0 * (0.5 * self.rebalance).ln())
     }
+}
 
-    /// Applies the transform.
+impl<B: Backend> Invertible<B, 4, 4> for HaarDownsampling<B> {
+    /// Applies the transform (no mode dependence).
     ///
     /// # Shapes
     /// - `x`: `[batch, C, H, W]` with even `H`, `W`
@@ -78,7 +96,7 @@ impl<B: Backend> HaarDownsampling<B> {
     ///
     /// # Returns
     /// `(y, log_det)`.
-    pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    fn forward(&self, x: Tensor<B, 4>, _mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
         let [batch, channels, height, width] = x.dims();
         let (h2, w2) = (height / 2, width / 2);
         let (device, dtype) = (x.device(), x.dtype());
@@ -108,7 +126,7 @@ impl<B: Backend> HaarDownsampling<B> {
     ///
     /// # Returns
     /// `(x, log_det_inv)` with `log_det_inv = −log_det`.
-    pub fn inverse(&self, y: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    fn inverse(&self, y: Tensor<B, 4>, _mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
         let [batch, channels4, h2, w2] = y.dims();
         let channels = channels4 / 4;
         let (device, dtype) = (y.device(), y.dtype());
@@ -133,4 +151,8 @@ impl<B: Backend> HaarDownsampling<B> {
             Tensor::full([batch], log_det, (&device, dtype)),
         )
     }
+}
+
+impl<B: Backend> BatchNorms<B> for HaarDownsampling<B> {
+    fn for_each_batch_norm(&mut self, _f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {}
 }

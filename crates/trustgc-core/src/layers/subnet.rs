@@ -1,13 +1,15 @@
 //! The subnetworks that compute a coupling's log-scales and shifts.
 //!
 //! A subnet maps the conditioning half `x1` of a coupling to `[log-scale pre-activation,
-//! shift]` stacked along channels. Four kinds appear in the released model (REFERENCE.md
-//! §3); their PyTorch `nn.Sequential` indices are listed next to each field so the key
-//! table in [`crate::keymap`] can be read against them.
+//! shift]` stacked along channels. Four kinds appear in the released model. Each is built
+//! from its `…Config`, whose `layout()` lists the layers with their PyTorch
+//! `nn.Sequential` index: the one description of a subnet's checkpoint keys, from which
+//! [`crate::keymap`] derives its table (a test checks it against the built module).
 //!
 //! Initialization follows the reference (`_weights_init`): Kaiming-normal convolution
 //! weights (fan-in, gain √2), zero biases, BatchNorm γ = 1 and b = 0.
 
+use burn::config::Config;
 use burn::module::{Initializer, Module};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -28,21 +30,46 @@ pub trait Subnet<B: Backend>: Module<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4>;
 }
 
-/// BatchNorm hyper-parameters shared by every subnet of a model.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct NormSettings {
-    /// PyTorch `momentum` of the running statistics.
-    pub momentum: f64,
-    /// PyTorch `eps`.
-    pub epsilon: f64,
+/// One layer of a subnet with parameters, as the reference's `nn.Sequential` holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubnetLayer {
+    /// BatchNorm over `channels` (`weight`, `bias`, running statistics).
+    Norm(usize),
+    /// Convolution with a `[cout, cin, kernel, kernel]` weight and an optional bias.
+    Conv {
+        /// Input channels.
+        cin: usize,
+        /// Output channels.
+        cout: usize,
+        /// Kernel side.
+        kernel: usize,
+        /// Whether it has a bias.
+        bias: bool,
+    },
 }
 
-impl NormSettings {
-    fn init<B: Backend>(&self, channels: usize, device: &B::Device) -> BatchNorm2d<B> {
-        BatchNorm2dConfig::new(channels)
-            .with_momentum(self.momentum)
-            .with_epsilon(self.epsilon)
-            .init(device)
+/// A subnet's layers with parameters: `(PyTorch Sequential index, our field, layer)`, in
+/// the reference's state-dict order. ReLUs have no parameters and no entry.
+pub type SubnetLayout = Vec<(&'static str, &'static str, SubnetLayer)>;
+
+fn norm<B: Backend>(
+    channels: usize,
+    momentum: f64,
+    epsilon: f64,
+    device: &B::Device,
+) -> BatchNorm2d<B> {
+    BatchNorm2dConfig::new(channels)
+        .with_momentum(momentum)
+        .with_epsilon(epsilon)
+        .init(device)
+}
+
+const fn conv_layer(cin: usize, cout: usize, kernel: usize, bias: bool) -> SubnetLayer {
+    SubnetLayer::Conv {
+        cin,
+        cout,
+        kernel,
+        bias,
     }
 }
 
@@ -96,26 +123,56 @@ pub struct Bottleneck<B: Backend> {
     pub conv_out: Conv2d<B>,
 }
 
-impl<B: Backend> Bottleneck<B> {
-    /// Builds a bottleneck `in_channels → out_channels` with the given inner width.
-    pub fn new(
-        in_channels: usize,
-        out_channels: usize,
-        width: usize,
-        stride: usize,
-        norm: NormSettings,
-        device: &B::Device,
-    ) -> Self {
-        Self {
-            bn_in: norm.init(in_channels, device),
-            conv_reduce: conv([in_channels, width], 1, 1, false, device),
-            bn_reduce: norm.init(width, device),
-            conv_spatial: conv([width, width], 3, stride, false, device),
-            bn_spatial: norm.init(width, device),
+/// Configuration of a [`Bottleneck`].
+#[derive(Config, Debug)]
+pub struct BottleneckConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Inner width (`planes · base_width / 64`).
+    pub width: usize,
+    /// Stride of the 3x3 convolution (2 in the strided stream of a downsampling block).
+    #[config(default = 1)]
+    pub stride: usize,
+    /// BatchNorm momentum (PyTorch convention).
+    #[config(default = 0.05)]
+    pub momentum: f64,
+    /// BatchNorm ε.
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+}
+
+impl BottleneckConfig {
+    /// Builds the subnet with the reference's initialization.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Bottleneck<B> {
+        let (cin, cout, width) = (self.in_channels, self.out_channels, self.width);
+        let (m, e) = (self.momentum, self.epsilon);
+        Bottleneck {
+            bn_in: norm(cin, m, e, device),
+            conv_reduce: conv([cin, width], 1, 1, false, device),
+            bn_reduce: norm(width, m, e, device),
+            conv_spatial: conv([width, width], 3, self.stride, false, device),
+            bn_spatial: norm(width, m, e, device),
             conv_expand: conv([width, 4 * width], 1, 1, false, device),
-            bn_expand: norm.init(4 * width, device),
-            conv_out: conv([4 * width, out_channels], 1, 1, true, device),
+            bn_expand: norm(4 * width, m, e, device),
+            conv_out: conv([4 * width, cout], 1, 1, true, device),
         }
+    }
+
+    /// The layers with their reference indices.
+    pub fn layout(&self) -> SubnetLayout {
+        let (cin, cout, width) = (self.in_channels, self.out_channels, self.width);
+        vec![
+            ("0", "bn_in", SubnetLayer::Norm(cin)),
+            ("2", "conv_reduce", conv_layer(cin, width, 1, false)),
+            ("3", "bn_reduce", SubnetLayer::Norm(width)),
+            ("5", "conv_spatial", conv_layer(width, width, 3, false)),
+            ("6", "bn_spatial", SubnetLayer::Norm(width)),
+            ("8", "conv_expand", conv_layer(width, 4 * width, 1, false)),
+            ("9", "bn_expand", SubnetLayer::Norm(4 * width)),
+            ("11", "conv_out", conv_layer(4 * width, cout, 1, true)),
+        ]
     }
 }
 
@@ -145,22 +202,47 @@ pub struct EntryStridedNet<B: Backend> {
     pub conv_out: Conv2d<B>,
 }
 
-impl<B: Backend> EntryStridedNet<B> {
-    /// Builds the strided entry subnet `in_channels → out_channels` with `hidden` channels.
-    pub fn new(
-        in_channels: usize,
-        out_channels: usize,
-        hidden: usize,
-        norm: NormSettings,
-        device: &B::Device,
-    ) -> Self {
-        Self {
-            conv_in: conv([in_channels, hidden], 3, 1, false, device),
-            bn_in: norm.init(hidden, device),
+/// Configuration of an [`EntryStridedNet`].
+#[derive(Config, Debug)]
+pub struct EntryStridedNetConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Hidden channels (the model's `base_width`).
+    pub hidden: usize,
+    /// BatchNorm momentum (PyTorch convention).
+    #[config(default = 0.05)]
+    pub momentum: f64,
+    /// BatchNorm ε.
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+}
+
+impl EntryStridedNetConfig {
+    /// Builds the subnet with the reference's initialization.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> EntryStridedNet<B> {
+        let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
+        let (m, e) = (self.momentum, self.epsilon);
+        EntryStridedNet {
+            conv_in: conv([cin, hidden], 3, 1, false, device),
+            bn_in: norm(hidden, m, e, device),
             conv_strided: conv([hidden, hidden], 3, 2, false, device),
-            bn_strided: norm.init(hidden, device),
-            conv_out: conv([hidden, out_channels], 1, 1, true, device),
+            bn_strided: norm(hidden, m, e, device),
+            conv_out: conv([hidden, cout], 1, 1, true, device),
         }
+    }
+
+    /// The layers with their reference indices.
+    pub fn layout(&self) -> SubnetLayout {
+        let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
+        vec![
+            ("0", "conv_in", conv_layer(cin, hidden, 3, false)),
+            ("1", "bn_in", SubnetLayer::Norm(hidden)),
+            ("3", "conv_strided", conv_layer(hidden, hidden, 3, false)),
+            ("4", "bn_strided", SubnetLayer::Norm(hidden)),
+            ("6", "conv_out", conv_layer(hidden, cout, 1, true)),
+        ]
     }
 }
 
@@ -184,20 +266,42 @@ pub struct EntryLowResNet<B: Backend> {
     pub conv_out: Conv2d<B>,
 }
 
-impl<B: Backend> EntryLowResNet<B> {
-    /// Builds the low-resolution entry subnet `in_channels → out_channels`.
-    pub fn new(
-        in_channels: usize,
-        out_channels: usize,
-        hidden: usize,
-        norm: NormSettings,
-        device: &B::Device,
-    ) -> Self {
-        Self {
-            conv_in: conv([in_channels, hidden], 3, 1, false, device),
-            bn_in: norm.init(hidden, device),
-            conv_out: conv([hidden, out_channels], 1, 1, false, device),
+/// Configuration of an [`EntryLowResNet`].
+#[derive(Config, Debug)]
+pub struct EntryLowResNetConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Hidden channels (the model's `base_width`).
+    pub hidden: usize,
+    /// BatchNorm momentum (PyTorch convention).
+    #[config(default = 0.05)]
+    pub momentum: f64,
+    /// BatchNorm ε.
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+}
+
+impl EntryLowResNetConfig {
+    /// Builds the subnet with the reference's initialization.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> EntryLowResNet<B> {
+        let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
+        EntryLowResNet {
+            conv_in: conv([cin, hidden], 3, 1, false, device),
+            bn_in: norm(hidden, self.momentum, self.epsilon, device),
+            conv_out: conv([hidden, cout], 1, 1, false, device),
         }
+    }
+
+    /// The layers with their reference indices.
+    pub fn layout(&self) -> SubnetLayout {
+        let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
+        vec![
+            ("0", "conv_in", conv_layer(cin, hidden, 3, false)),
+            ("1", "bn_in", SubnetLayer::Norm(hidden)),
+            ("3", "conv_out", conv_layer(hidden, cout, 1, false)),
+        ]
     }
 }
 
@@ -217,13 +321,34 @@ pub struct Conv1x1Net<B: Backend> {
     pub conv_out: Conv2d<B>,
 }
 
-impl<B: Backend> Conv1x1Net<B> {
-    /// Builds the 1x1 subnet `in_channels → hidden → out_channels`.
-    pub fn new(in_channels: usize, out_channels: usize, hidden: usize, device: &B::Device) -> Self {
-        Self {
-            conv_in: conv([in_channels, hidden], 1, 1, true, device),
-            conv_out: conv([hidden, out_channels], 1, 1, true, device),
+/// Configuration of a [`Conv1x1Net`].
+#[derive(Config, Debug)]
+pub struct Conv1x1NetConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Hidden channels (`entry_1x1_hidden`).
+    pub hidden: usize,
+}
+
+impl Conv1x1NetConfig {
+    /// Builds the subnet with the reference's initialization.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Conv1x1Net<B> {
+        let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
+        Conv1x1Net {
+            conv_in: conv([cin, hidden], 1, 1, true, device),
+            conv_out: conv([hidden, cout], 1, 1, true, device),
         }
+    }
+
+    /// The layers with their reference indices.
+    pub fn layout(&self) -> SubnetLayout {
+        let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
+        vec![
+            ("0", "conv_in", conv_layer(cin, hidden, 1, true)),
+            ("2", "conv_out", conv_layer(hidden, cout, 1, true)),
+        ]
     }
 }
 
