@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(config) = GcConfig::from_json(text) {
         let _ = config.nodes();
+        let _ = config.num_params();
         let _ = trustgc_core::keymap::key_table(&config);
         let _ = (config.total_dims(), config.conv_dims(), config.dct_size(), config.final_channels());
         // Serializing and parsing again gives the same config.

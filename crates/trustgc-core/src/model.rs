@@ -12,6 +12,32 @@ use crate::layers::{BatchNorms, Mode};
 
 /// A generative classifier: an invertible network `x ↦ z` and class-conditional
 /// Gaussians `N(μ_y, I)` on `z`.
+///
+/// Built from a [`GcConfig`] (fresh weights) or loaded by the `trustgc` crate (the released
+/// checkpoints, model folders, the shipped model). For images, class names and verdicts
+/// use `trustgc::Classifier`, which wraps this type.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use burn::tensor::{Distribution, Tensor};
+/// use trustgc_core::{GcConfig, GenerativeClassifier, Mode};
+///
+/// let mut config = GcConfig::mini(); // 3x112x112 inputs, 10 classes
+/// config.input_shape = [3, 32, 32];
+/// config.n_loss_dims = 64;
+/// let device = Default::default();
+/// let model = GenerativeClassifier::<Flex>::new(&config, &device)?;
+///
+/// let x = Tensor::<Flex, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+/// let out = model.try_forward(x.clone(), Mode::Eval)?;
+/// assert_eq!(out.class_log_likelihoods().dims(), [2, 10]); // log p(x|y), nats
+/// assert_eq!(out.log_posterior(None).dims(), [2, 10]); // log p(y|x)
+///
+/// // The network is invertible: the latents give the input back.
+/// let (x_back, _) = model.inverse(out.z_fc, out.z_conv);
+/// assert!((x_back - x).abs().max().into_scalar() < 1e-3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Module, Debug)]
 pub struct GenerativeClassifier<B: Backend> {
     /// The invertible network.
