@@ -111,6 +111,25 @@ pub struct NodeTrace<B: Backend> {
     pub log_det: Tensor<B, 1>,
 }
 
+/// The flow's blocks in execution order as `&dyn FlowStep` or `&mut dyn FlowStep` (the
+/// one place that knows how the module's fields line up with the plan's blocks).
+macro_rules! blocks_in_order {
+    ($flow:expr, $($borrow:tt)+) => {{
+        let mut steps: Vec<$($borrow)+ dyn FlowStep<B>> =
+            vec![$($borrow)+ $flow.entry, $($borrow)+ $flow.haar, $($borrow)+ $flow.entry_1x1];
+        for stage in $($borrow)+ $flow.stages {
+            if let Some(down) = $($borrow)+ stage.down {
+                steps.push(down);
+            }
+            for block in $($borrow)+ stage.blocks {
+                steps.push(block);
+            }
+        }
+        debug_assert_eq!(steps.len(), $flow.plan.blocks.len());
+        steps
+    }};
+}
+
 /// The coupling configs of a freshly built model. Their output permutations come from one
 /// numpy legacy generator seeded once, as the reference's constructor draws them in
 /// sequence; loading a checkpoint replaces them.
@@ -163,7 +182,11 @@ impl<B: Backend> Flow<B> {
             match &block.layers {
                 BlockLayers::EntryDown { strided, low_res } => {
                     let coupling = couplings.down(channels);
-                    entry = Some(coupling.init(strided.init(device), low_res.init(device), device));
+                    entry = Some(coupling.init(
+                        strided.init_strided(device),
+                        low_res.init_low_res(device),
+                        device,
+                    ));
                 }
                 BlockLayers::Haar => {
                     haar = Some(
@@ -211,15 +234,7 @@ impl<B: Backend> Flow<B> {
 
     /// The invertible blocks in execution order, each with its reference node number.
     pub fn steps(&self) -> Vec<StepRef<'_, B>> {
-        let mut steps: Vec<&dyn FlowStep<B>> = vec![&self.entry, &self.haar, &self.entry_1x1];
-        for stage in &self.stages {
-            if let Some(down) = &stage.down {
-                steps.push(down);
-            }
-            steps.extend(stage.blocks.iter().map(|b| b as &dyn FlowStep<B>));
-        }
-        debug_assert_eq!(steps.len(), self.plan.blocks.len());
-        steps
+        blocks_in_order!(self, &)
             .into_iter()
             .zip(&self.plan.blocks)
             .map(|(step, spec)| StepRef {
@@ -231,15 +246,7 @@ impl<B: Backend> Flow<B> {
 
     /// [`steps`](Self::steps), mutably (to reach the BatchNorms).
     pub fn steps_mut(&mut self) -> Vec<StepMut<'_, B>> {
-        let mut steps: Vec<&mut dyn FlowStep<B>> =
-            vec![&mut self.entry, &mut self.haar, &mut self.entry_1x1];
-        for stage in &mut self.stages {
-            if let Some(down) = &mut stage.down {
-                steps.push(down);
-            }
-            steps.extend(stage.blocks.iter_mut().map(|b| b as &mut dyn FlowStep<B>));
-        }
-        steps
+        blocks_in_order!(self, &mut)
             .into_iter()
             .zip(&self.plan.blocks)
             .map(|(step, spec)| StepMut {

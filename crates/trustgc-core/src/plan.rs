@@ -20,9 +20,7 @@
 use crate::config::{ConfigError, GcConfig, MAX_PARAMS};
 use crate::keymap::key_table_of_plan;
 use crate::layers::coupling::split_channels;
-use crate::layers::subnet::{
-    BottleneckConfig, Conv1x1NetConfig, EntryLowResNetConfig, EntryStridedNetConfig, SubnetLayout,
-};
+use crate::layers::subnet::{BottleneckConfig, Conv1x1NetConfig, EntryNetConfig, SubnetLayout};
 
 /// The most blocks a flow may have over all stages.
 pub const MAX_BLOCKS: usize = 4096;
@@ -33,9 +31,9 @@ pub enum BlockLayers {
     /// The entry downsampling coupling (reference node `Strided entry_flow`).
     EntryDown {
         /// `s_hi`, stride 2.
-        strided: EntryStridedNetConfig,
+        strided: EntryNetConfig,
         /// `s_lo`.
-        low_res: EntryLowResNetConfig,
+        low_res: EntryNetConfig,
     },
     /// Haar downsampling (`downsampling entry_flow`).
     Haar,
@@ -118,8 +116,8 @@ impl BlockSpec {
     pub fn subnets(&self) -> Vec<SubnetOfBlock> {
         match &self.layers {
             BlockLayers::EntryDown { strided, low_res } => vec![
-                ("s_hi", "subnet_strided", strided.layout()),
-                ("s_lo", "subnet_low_res", low_res.layout()),
+                ("s_hi", "subnet_strided", strided.strided_layout()),
+                ("s_lo", "subnet_low_res", low_res.low_res_layout()),
             ],
             BlockLayers::Haar => Vec::new(),
             BlockLayers::Entry1x1 { subnet } => vec![("s", "subnet", subnet.layout())],
@@ -207,10 +205,10 @@ impl FlowPlan {
         push(
             "Strided entry_flow".into(),
             BlockLayers::EntryDown {
-                strided: EntryStridedNetConfig::new(c1, 8 * c2, hidden)
+                strided: EntryNetConfig::new(c1, 8 * c2, hidden)
                     .with_momentum(momentum)
                     .with_epsilon(epsilon),
-                low_res: EntryLowResNetConfig::new(4 * c2, 8 * c1, hidden)
+                low_res: EntryNetConfig::new(4 * c2, 8 * c1, hidden)
                     .with_momentum(momentum)
                     .with_epsilon(epsilon),
             },

@@ -22,9 +22,7 @@ use trustgc_core::flow::StepRef;
 use trustgc_core::layers::coupling::{DownCouplingConfig, SlowCouplingConfig, split_channels};
 use trustgc_core::layers::dct::{DctPoolingConfig, dct_inverse_weight, dct_weight};
 use trustgc_core::layers::haar::HaarDownsamplingConfig;
-use trustgc_core::layers::subnet::{
-    BottleneckConfig, Conv1x1NetConfig, EntryLowResNetConfig, EntryStridedNetConfig,
-};
+use trustgc_core::layers::subnet::{BottleneckConfig, Conv1x1NetConfig, EntryNetConfig};
 use trustgc_core::layers::{FeaturePermutationConfig, Invertible, LogDetConvention, Mode};
 use trustgc_core::params::{ParamKind, cast_floats, parameter_shapes, replace_parameters};
 use trustgc_core::rng::{Mt19937, legacy_permutation};
@@ -273,8 +271,8 @@ fn down_coupling_properties() {
             let mut rng = Gaussian::new(seed);
             let (c1, c2) = split_channels(channels);
             let entry = down_config(channels, seed).init(
-                EntryStridedNetConfig::new(c1, 8 * c2, 5).init::<B>(&device),
-                EntryLowResNetConfig::new(4 * c2, 8 * c1, 5).init::<B>(&device),
+                EntryNetConfig::new(c1, 8 * c2, 5).init_strided::<B>(&device),
+                EntryNetConfig::new(4 * c2, 8 * c1, 5).init_low_res::<B>(&device),
                 &device,
             );
             let entry = randomize(entry, &mut rng);

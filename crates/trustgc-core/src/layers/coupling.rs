@@ -30,7 +30,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::batch_norm::BatchNorm2d;
 use super::subnet::Subnet;
-use super::{BatchNorms, Invertible, Mode, SubnetOutput, flatten_batch};
+use super::{BatchNorms, Invertible, Mode, Traced, flatten_batch};
 use crate::ops::sum_per_sample;
 
 /// The channel split of every coupling: `(c1, c2) = (C − C/2, C/2)`, the conditioning
@@ -112,6 +112,15 @@ fn output_inverse<B: Backend>(
         .sub(act_offset.val().reshape([1, channels, 1, 1]))
         .div(scale.reshape([1, channels, 1, 1]));
     (u, log_det)
+}
+
+/// `(x[:, :split], x[:, split:])` along channels.
+fn split_at_channel<B: Backend>(x: Tensor<B, 4>, split: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let channels = x.dims()[1];
+    (
+        x.clone().narrow(1, 0, split),
+        x.narrow(1, split, channels - split),
+    )
 }
 
 /// `clamp · tanh(κ · a_s)`.
@@ -307,43 +316,8 @@ impl<B: Backend, Net: Subnet<B>> Invertible<B, 4, 4> for SlowCoupling<B, Net> {
     /// # Returns
     /// `(y, log_det)`.
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
-        self.forward_with_subnet_output(x, mode).0
-    }
-
-    /// Inverts the block; `log_det_inv = −log_det`.
-    fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
-        self.inverse_block(y, mode)
-    }
-
-    fn forward_traced(
-        &self,
-        x: Tensor<B, 4>,
-        mode: Mode,
-    ) -> (Tensor<B, 4>, Tensor<B, 1>, Vec<SubnetOutput<B>>) {
-        let ((y, log_det), a) = self.forward_with_subnet_output(x, mode);
-        (y, log_det, vec![("s", flatten_batch(&a))])
-    }
-}
-
-impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
-    /// [`Invertible::forward`] that also returns the raw subnet output `a`.
-    pub fn forward_with_subnet_output(
-        &self,
-        x: Tensor<B, 4>,
-        mode: Mode,
-    ) -> (WithLogDet<B>, Tensor<B, 4>) {
-        let channels = x.dims()[1];
-        let (c1, c2) = (self.split, channels - self.split);
-        let x1 = x.clone().narrow(1, 0, c1);
-        let x2 = x.narrow(1, c1, c2);
-        let a = self.subnet.forward(x1.clone(), mode);
-        let log_scale = soft_clamp(a.clone().narrow(1, 0, c2), 0.1, self.clamp);
-        let shift = a.clone().narrow(1, c2, c2).mul_scalar(0.1);
-        let y2 = x2.mul(log_scale.clone().exp()).add(shift);
-        let u = Tensor::cat(vec![x1, y2], 1);
-        let (y, output_log_det) =
-            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
-        ((y, sum_per_sample(log_scale).add(output_log_det)), a)
+        let (y, log_det, _) = self.forward_traced(x, mode);
+        (y, log_det)
     }
 
     /// Inverts the block.
@@ -354,23 +328,36 @@ impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
     ///
     /// # Returns
     /// `(x, log_det_inv)` with `log_det_inv = −log_det`.
-    fn inverse_block(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
-        let channels = y.dims()[1];
-        let (c1, c2) = (self.split, channels - self.split);
+    fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         let (u, output_log_det) = output_inverse(
             y,
             &self.act_norm,
             &self.act_offset,
             &self.inverse_permutation,
         );
-        let x1 = u.clone().narrow(1, 0, c1);
-        let y2 = u.narrow(1, c1, c2);
+        let (x1, y2) = split_at_channel(u, self.split);
+        let c2 = y2.dims()[1];
         let a = self.subnet.forward(x1.clone(), mode);
         let log_scale = soft_clamp(a.clone().narrow(1, 0, c2), 0.1, self.clamp);
         let shift = a.narrow(1, c2, c2).mul_scalar(0.1);
         let x2 = y2.sub(shift).mul(log_scale.clone().neg().exp());
         let x = Tensor::cat(vec![x1, x2], 1);
         (x, sum_per_sample(log_scale).neg().add(output_log_det))
+    }
+
+    /// [`forward`](Invertible::forward) with the raw subnet output `s`.
+    fn forward_traced(&self, x: Tensor<B, 4>, mode: Mode) -> Traced<B, 4> {
+        let (x1, x2) = split_at_channel(x, self.split);
+        let c2 = x2.dims()[1];
+        let a = self.subnet.forward(x1.clone(), mode);
+        let log_scale = soft_clamp(a.clone().narrow(1, 0, c2), 0.1, self.clamp);
+        let shift = a.clone().narrow(1, c2, c2).mul_scalar(0.1);
+        let y2 = x2.mul(log_scale.clone().exp()).add(shift);
+        let u = Tensor::cat(vec![x1, y2], 1);
+        let (y, output_log_det) =
+            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
+        let log_det = sum_per_sample(log_scale).add(output_log_det);
+        (y, log_det, vec![("s", flatten_batch(&a))])
     }
 }
 
@@ -412,57 +399,8 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> Invertible<B, 4, 4>
     /// # Returns
     /// `(y, log_det)`.
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
-        self.forward_with_subnet_outputs(x, mode).0
-    }
-
-    /// Inverts the block: `[batch, 4C, H/2, W/2] → [batch, C, H, W]`,
-    /// `log_det_inv = −log_det`.
-    fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
-        self.inverse_block(y, mode)
-    }
-
-    fn forward_traced(
-        &self,
-        x: Tensor<B, 4>,
-        mode: Mode,
-    ) -> (Tensor<B, 4>, Tensor<B, 1>, Vec<SubnetOutput<B>>) {
-        let ((y, log_det), (a1, a2)) = self.forward_with_subnet_outputs(x, mode);
-        let subnets = vec![("s_hi", flatten_batch(&a1)), ("s_lo", flatten_batch(&a2))];
-        (y, log_det, subnets)
-    }
-}
-
-impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetLo> {
-    /// [`Invertible::forward`] that also returns the raw subnet outputs `(a1, a2)`.
-    pub fn forward_with_subnet_outputs(
-        &self,
-        x: Tensor<B, 4>,
-        mode: Mode,
-    ) -> (WithLogDet<B>, (Tensor<B, 4>, Tensor<B, 4>)) {
-        let channels = x.dims()[1];
-        let (c1, c2) = (self.split, channels - self.split);
-        let x1 = x.clone().narrow(1, 0, c1);
-        let x2 = x.narrow(1, c1, c2);
-
-        let a1 = self.subnet_strided.forward(x1.clone(), mode);
-        let log_scale1 = soft_clamp(a1.clone().narrow(1, 0, 4 * c2), 0.2, self.clamp);
-        let y2 = pixel_unshuffle(x2)
-            .mul(log_scale1.clone().exp())
-            .add(a1.clone().narrow(1, 4 * c2, 4 * c2));
-
-        let a2 = self.subnet_low_res.forward(y2.clone(), mode);
-        let log_scale2 = soft_clamp(a2.clone().narrow(1, 0, 4 * c1), 0.2, self.clamp);
-        let y1 = pixel_unshuffle(x1)
-            .mul(log_scale2.clone().exp())
-            .add(a2.clone().narrow(1, 4 * c1, 4 * c1));
-
-        let u = Tensor::cat(vec![y1, y2], 1);
-        let (y, output_log_det) =
-            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
-        let log_det = sum_per_sample(log_scale2)
-            .add(sum_per_sample(log_scale1))
-            .add(output_log_det);
-        ((y, log_det), (a1, a2))
+        let (y, log_det, _) = self.forward_traced(x, mode);
+        (y, log_det)
     }
 
     /// Inverts the block.
@@ -473,7 +411,7 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
     ///
     /// # Returns
     /// `(x, log_det_inv)` with `log_det_inv = −log_det`.
-    fn inverse_block(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
+    fn inverse(&self, y: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
         let channels = y.dims()[1] / 4;
         let (c1, c2) = (self.split, channels - self.split);
         let (u, output_log_det) = output_inverse(
@@ -504,6 +442,33 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
             .neg()
             .add(output_log_det);
         (Tensor::cat(vec![x1, x2], 1), log_det)
+    }
+
+    /// [`forward`](Invertible::forward) with the raw subnet outputs `s_hi`, `s_lo`.
+    fn forward_traced(&self, x: Tensor<B, 4>, mode: Mode) -> Traced<B, 4> {
+        let (x1, x2) = split_at_channel(x, self.split);
+        let (c1, c2) = (x1.dims()[1], x2.dims()[1]);
+
+        let a1 = self.subnet_strided.forward(x1.clone(), mode);
+        let log_scale1 = soft_clamp(a1.clone().narrow(1, 0, 4 * c2), 0.2, self.clamp);
+        let y2 = pixel_unshuffle(x2)
+            .mul(log_scale1.clone().exp())
+            .add(a1.clone().narrow(1, 4 * c2, 4 * c2));
+
+        let a2 = self.subnet_low_res.forward(y2.clone(), mode);
+        let log_scale2 = soft_clamp(a2.clone().narrow(1, 0, 4 * c1), 0.2, self.clamp);
+        let y1 = pixel_unshuffle(x1)
+            .mul(log_scale2.clone().exp())
+            .add(a2.clone().narrow(1, 4 * c1, 4 * c1));
+
+        let u = Tensor::cat(vec![y1, y2], 1);
+        let (y, output_log_det) =
+            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
+        let log_det = sum_per_sample(log_scale2)
+            .add(sum_per_sample(log_scale1))
+            .add(output_log_det);
+        let subnets = vec![("s_hi", flatten_batch(&a1)), ("s_lo", flatten_batch(&a2))];
+        (y, log_det, subnets)
     }
 }
 

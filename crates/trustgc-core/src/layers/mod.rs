@@ -36,6 +36,9 @@ pub enum LogDetConvention {
 /// (`s`, `s_hi`, `s_lo` as the reference names them).
 pub type SubnetOutput<B> = (&'static str, Tensor<B, 2>);
 
+/// A traced forward pass: output, per-sample log-det and the raw subnet outputs.
+pub type Traced<B, const O: usize> = (Tensor<B, O>, Tensor<B, 1>, Vec<SubnetOutput<B>>);
+
 /// An invertible step `Tensor<B, I> ↔ Tensor<B, O>` with a per-sample log-determinant.
 ///
 /// Implemented by every invertible layer: the couplings (4 → 4), Haar downsampling
@@ -59,11 +62,7 @@ pub trait Invertible<B: Backend, const I: usize, const O: usize> {
 
     /// [`forward`](Self::forward) that also returns the raw subnet outputs (empty for
     /// layers without subnets), for comparing every intermediate with the reference.
-    fn forward_traced(
-        &self,
-        x: Tensor<B, I>,
-        mode: Mode,
-    ) -> (Tensor<B, O>, Tensor<B, 1>, Vec<SubnetOutput<B>>) {
+    fn forward_traced(&self, x: Tensor<B, I>, mode: Mode) -> Traced<B, O> {
         let (y, log_det) = self.forward(x, mode);
         (y, log_det, Vec::new())
     }

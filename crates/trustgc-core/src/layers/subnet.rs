@@ -202,9 +202,10 @@ pub struct EntryStridedNet<B: Backend> {
     pub conv_out: Conv2d<B>,
 }
 
-/// Configuration of an [`EntryStridedNet`].
+/// Configuration of the two entry subnets, [`EntryStridedNet`] and [`EntryLowResNet`]
+/// (they take the same settings).
 #[derive(Config, Debug)]
-pub struct EntryStridedNetConfig {
+pub struct EntryNetConfig {
     /// Input channels.
     pub in_channels: usize,
     /// Output channels.
@@ -219,22 +220,35 @@ pub struct EntryStridedNetConfig {
     pub epsilon: f64,
 }
 
-impl EntryStridedNetConfig {
-    /// Builds the subnet with the reference's initialization.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> EntryStridedNet<B> {
+impl EntryNetConfig {
+    /// Builds the strided subnet (`s_hi`) with the reference's initialization.
+    pub fn init_strided<B: Backend>(&self, device: &B::Device) -> EntryStridedNet<B> {
         let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
-        let (m, e) = (self.momentum, self.epsilon);
         EntryStridedNet {
             conv_in: conv([cin, hidden], 3, 1, false, device),
-            bn_in: norm(hidden, m, e, device),
+            bn_in: self.norm(hidden, device),
             conv_strided: conv([hidden, hidden], 3, 2, false, device),
-            bn_strided: norm(hidden, m, e, device),
+            bn_strided: self.norm(hidden, device),
             conv_out: conv([hidden, cout], 1, 1, true, device),
         }
     }
 
-    /// The layers with their reference indices.
-    pub fn layout(&self) -> SubnetLayout {
+    /// Builds the low-resolution subnet (`s_lo`) with the reference's initialization.
+    pub fn init_low_res<B: Backend>(&self, device: &B::Device) -> EntryLowResNet<B> {
+        let hidden = self.hidden;
+        EntryLowResNet {
+            conv_in: conv([self.in_channels, hidden], 3, 1, false, device),
+            bn_in: self.norm(hidden, device),
+            conv_out: conv([hidden, self.out_channels], 1, 1, false, device),
+        }
+    }
+
+    fn norm<B: Backend>(&self, channels: usize, device: &B::Device) -> BatchNorm2d<B> {
+        norm(channels, self.momentum, self.epsilon, device)
+    }
+
+    /// The layers of the strided subnet with their reference indices.
+    pub fn strided_layout(&self) -> SubnetLayout {
         let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
         vec![
             ("0", "conv_in", conv_layer(cin, hidden, 3, false)),
@@ -242,6 +256,24 @@ impl EntryStridedNetConfig {
             ("3", "conv_strided", conv_layer(hidden, hidden, 3, false)),
             ("4", "bn_strided", SubnetLayer::Norm(hidden)),
             ("6", "conv_out", conv_layer(hidden, cout, 1, true)),
+        ]
+    }
+
+    /// The layers of the low-resolution subnet with their reference indices.
+    pub fn low_res_layout(&self) -> SubnetLayout {
+        let hidden = self.hidden;
+        vec![
+            (
+                "0",
+                "conv_in",
+                conv_layer(self.in_channels, hidden, 3, false),
+            ),
+            ("1", "bn_in", SubnetLayer::Norm(hidden)),
+            (
+                "3",
+                "conv_out",
+                conv_layer(hidden, self.out_channels, 1, false),
+            ),
         ]
     }
 }
@@ -264,45 +296,6 @@ pub struct EntryLowResNet<B: Backend> {
     pub bn_in: BatchNorm2d<B>,
     /// `3`: 1x1 convolution to the output channels, no bias.
     pub conv_out: Conv2d<B>,
-}
-
-/// Configuration of an [`EntryLowResNet`].
-#[derive(Config, Debug)]
-pub struct EntryLowResNetConfig {
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
-    /// Hidden channels (the model's `base_width`).
-    pub hidden: usize,
-    /// BatchNorm momentum (PyTorch convention).
-    #[config(default = 0.05)]
-    pub momentum: f64,
-    /// BatchNorm ε.
-    #[config(default = 1e-5)]
-    pub epsilon: f64,
-}
-
-impl EntryLowResNetConfig {
-    /// Builds the subnet with the reference's initialization.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> EntryLowResNet<B> {
-        let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
-        EntryLowResNet {
-            conv_in: conv([cin, hidden], 3, 1, false, device),
-            bn_in: norm(hidden, self.momentum, self.epsilon, device),
-            conv_out: conv([hidden, cout], 1, 1, false, device),
-        }
-    }
-
-    /// The layers with their reference indices.
-    pub fn layout(&self) -> SubnetLayout {
-        let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
-        vec![
-            ("0", "conv_in", conv_layer(cin, hidden, 3, false)),
-            ("1", "bn_in", SubnetLayer::Norm(hidden)),
-            ("3", "conv_out", conv_layer(hidden, cout, 1, false)),
-        ]
-    }
 }
 
 impl<B: Backend> Subnet<B> for EntryLowResNet<B> {
