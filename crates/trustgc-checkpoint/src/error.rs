@@ -164,6 +164,8 @@ pub enum Limit {
     Elements,
     /// Decompressed size of a zip entry.
     EntrySize,
+    /// Bytes of bookkeeping the pickle machine creates (stack, memo, containers, strings).
+    PickleMemory,
 }
 
 impl fmt::Display for Limit {
@@ -175,6 +177,7 @@ impl fmt::Display for Limit {
             Limit::Dimensions => "tensor dimensions",
             Limit::Elements => "materialized elements",
             Limit::EntrySize => "zip entry size",
+            Limit::PickleMemory => "pickle machine memory (bytes)",
         })
     }
 }
@@ -242,6 +245,16 @@ pub enum CheckpointError {
         /// The I/O error.
         #[source]
         source: io::Error,
+    },
+    /// A zip entry ended before its declared size.
+    #[error("zip entry {entry:?} holds {read} of its {declared} declared bytes")]
+    ZipEntryShort {
+        /// The entry name.
+        entry: String,
+        /// Bytes read.
+        read: u64,
+        /// Bytes declared in the archive.
+        declared: u64,
     },
     /// A zip entry the format requires is not in the archive.
     #[error("zip entry {entry:?} is missing")]

@@ -238,6 +238,31 @@ pub struct Limits {
     /// four per input byte plus 2^20, which no real checkpoint reaches (each stored element
     /// takes at least one byte of the file).
     pub max_elements: Option<u64>,
+    /// Most bytes of bookkeeping the pickle machine may create while unpickling (stack
+    /// slots, marks, memo entries, container items, objects, strings), shared by all the
+    /// pickles of a file and counted as they are created, so that a small pickle of cheap
+    /// opcodes (millions of nested empty lists, at about 90 bytes of bookkeeping per
+    /// pickle byte) fails with [`CheckpointError::LimitExceeded`] ([`Limit::PickleMemory`])
+    /// instead of growing without bound. `None` (the default): 48 per pickle byte plus
+    /// 64 MiB, at most 1 GiB, where the pickle bytes are `data.pkl`'s size (zip) or the
+    /// file's (legacy: where the main pickle ends is not known before it is read). Real
+    /// checkpoints stay well below: their pickles (keys, shapes, storage references) cost
+    /// about 24 bytes of bookkeeping per byte. The heap really held can be up to about
+    /// twice the count (growing vectors keep spare capacity).
+    pub max_pickle_memory: Option<u64>,
+}
+
+impl Limits {
+    /// The pickle machine's budget for a pickle of `pickle_len` bytes: see
+    /// [`Limits::max_pickle_memory`].
+    pub fn pickle_memory(&self, pickle_len: u64) -> u64 {
+        self.max_pickle_memory.unwrap_or_else(|| {
+            pickle_len
+                .saturating_mul(48)
+                .saturating_add(64 << 20)
+                .min(1 << 30)
+        })
+    }
 }
 
 impl Default for Limits {
@@ -246,6 +271,7 @@ impl Default for Limits {
             max_depth: 64,
             max_dims: 64,
             max_elements: None,
+            max_pickle_memory: None,
         }
     }
 }

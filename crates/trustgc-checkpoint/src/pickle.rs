@@ -8,7 +8,11 @@
 //! by index, so shared and cyclic structures cost nothing extra and free no memory twice.
 //!
 //! Every length read from the input is checked against the bytes left before anything
-//! is allocated, so memory use is linear in the input.
+//! is allocated, and everything the machine creates (stack slots, marks, memo entries,
+//! container items, objects, strings) is charged to a [`MemoryBudget`] as it is created:
+//! a pickle of a few bytes per object (nested empty lists, `DUP` runs) stops with
+//! [`CheckpointError::LimitExceeded`] ([`Limit::PickleMemory`]) instead of exhausting
+//! memory. Nothing recurses, so nesting costs no stack.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -323,6 +327,53 @@ impl<'r, R: Read> Input<'r, R> {
     }
 }
 
+/// What the machine may still create, in bytes of bookkeeping: one budget is shared by all
+/// the pickles of a file.
+///
+/// The charges approximate the heap the machine holds: a stack slot, container item or
+/// memo entry costs the size of what it stores (plus a hash slot for memo and dict
+/// entries), an object its arena slot, a string or byte string its length plus a
+/// reference count. Nothing is given back when a value is popped, so the count is an
+/// upper bound of what is live.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    used: u64,
+    max: u64,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(max: u64) -> Self {
+        MemoryBudget { used: 0, max }
+    }
+
+    fn charge(&mut self, bytes: usize) -> Result<(), CheckpointError> {
+        let used = self.used.saturating_add(bytes as u64);
+        if used > self.max {
+            return Err(CheckpointError::LimitExceeded {
+                limit: Limit::PickleMemory,
+                value: used,
+                max: self.max,
+                key: None,
+            });
+        }
+        self.used = used;
+        Ok(())
+    }
+}
+
+/// A stack slot or container item.
+const VALUE_COST: usize = size_of::<Value>();
+/// An object's arena slot.
+const OBJECT_COST: usize = size_of::<Object>();
+/// A memo entry: the key, the value and the hash table's control byte, rounded up.
+const MEMO_COST: usize = size_of::<(u64, Value)>() + 8;
+/// A dict entry: key and value, and the index entry of a hashed key.
+const DICT_ENTRY_COST: usize = size_of::<(Value, Value)>() + size_of::<(HashKey, usize)>() + 8;
+/// A storage declaration: its table entry and its place in the order.
+const STORAGE_DECL_COST: usize = size_of::<(Rc<str>, (DType, u64))>() + 8 + size_of::<Rc<str>>();
+/// The counts in front of an `Rc`'s data.
+const RC_COST: usize = 2 * size_of::<usize>();
+
 /// The result of unpickling: a root value and the objects it refers to.
 #[derive(Debug)]
 pub(crate) struct Unpickled {
@@ -333,12 +384,17 @@ pub(crate) struct Unpickled {
 /// Runs one pickle.
 ///
 /// `storages` receives the storages that BINPERSID declares; `None` forbids persistent ids.
+///
+/// Everything it creates is charged to `budget`; [`CheckpointError::LimitExceeded`] with
+/// [`Limit::PickleMemory`] when that runs out.
 pub(crate) fn unpickle<R: Read>(
     input: &mut Input<'_, R>,
     storages: Option<&mut StorageTable>,
     max_dims: usize,
+    budget: &mut MemoryBudget,
 ) -> Result<Unpickled, CheckpointError> {
     let mut vm = Vm {
+        budget,
         arena: Arena::default(),
         stack: Vec::new(),
         marks: Vec::new(),
@@ -357,6 +413,7 @@ pub(crate) fn unpickle<R: Read>(
 }
 
 struct Vm<'s> {
+    budget: &'s mut MemoryBudget,
     arena: Arena,
     stack: Vec<Value>,
     marks: Vec<usize>,
@@ -436,6 +493,27 @@ impl Vm<'_> {
         }
     }
 
+    /// Pushes onto the stack, charging the slot.
+    fn push(&mut self, v: Value) -> Result<(), CheckpointError> {
+        self.budget.charge(VALUE_COST)?;
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// Puts an object in the arena, charging its slot and what it holds.
+    fn alloc(&mut self, o: Object) -> Result<Value, CheckpointError> {
+        let held = match &o {
+            Object::Tuple(items) | Object::List(items) | Object::Set(items) => {
+                items.len() * VALUE_COST
+            }
+            Object::Dict(d) => d.entries.len() * DICT_ENTRY_COST,
+            Object::Tensor(t) => (t.shape.len() + t.stride.len()) * size_of::<u64>(),
+            Object::Global(_) | Object::Storage(_) | Object::Device => 0,
+        };
+        self.budget.charge(OBJECT_COST + held)?;
+        Ok(self.arena.push(o))
+    }
+
     fn wrong_type(&self, expected: &'static str, found: &Value) -> CheckpointError {
         self.err(PickleProblem::WrongType {
             expected,
@@ -488,14 +566,23 @@ impl Vm<'_> {
 
     fn memo_put(&mut self, index: u64) -> Result<(), CheckpointError> {
         let v = self.top()?.clone();
+        self.budget.charge(MEMO_COST)?;
         self.memo.insert(index, v);
         Ok(())
     }
 
-    fn string(&self, bytes: Vec<u8>) -> Result<Value, CheckpointError> {
+    /// A `str` from UTF-8 bytes, charged.
+    fn string(&mut self, bytes: Vec<u8>) -> Result<Value, CheckpointError> {
+        self.budget.charge(bytes.len() + RC_COST)?;
         String::from_utf8(bytes)
             .map(|s| Value::Str(Rc::from(s)))
             .map_err(|_| self.err(PickleProblem::InvalidUtf8))
+    }
+
+    /// A `bytes` value, charged.
+    fn byte_string(&mut self, bytes: Vec<u8>) -> Result<Value, CheckpointError> {
+        self.budget.charge(bytes.len() + RC_COST)?;
+        Ok(Value::Bytes(Rc::from(bytes)))
     }
 
     fn length_u64(&self, n: i64) -> Result<u64, CheckpointError> {
@@ -525,7 +612,10 @@ impl Vm<'_> {
                         .pop()
                         .ok_or_else(|| self.err(PickleProblem::EmptyResult));
                 }
-                op::MARK => self.marks.push(self.stack.len()),
+                op::MARK => {
+                    self.budget.charge(size_of::<usize>())?;
+                    self.marks.push(self.stack.len());
+                }
                 op::POP => {
                     if self.marks.last() == Some(&self.stack.len()) {
                         // Python's POP on an empty mark frame discards the mark.
@@ -539,33 +629,35 @@ impl Vm<'_> {
                 }
                 op::DUP => {
                     let v = self.top()?.clone();
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
-                op::NONE => self.stack.push(Value::None),
-                op::NEWTRUE => self.stack.push(Value::Bool(true)),
-                op::NEWFALSE => self.stack.push(Value::Bool(false)),
+                op::NONE => self.push(Value::None)?,
+                op::NEWTRUE => self.push(Value::Bool(true))?,
+                op::NEWFALSE => self.push(Value::Bool(false))?,
                 op::BININT => {
                     let v = i32::from_le_bytes(input.array()?);
-                    self.stack.push(Value::Int(v.into()));
+                    self.push(Value::Int(v.into()))?;
                 }
                 op::BININT1 => {
                     let v = input.u8()?;
-                    self.stack.push(Value::Int(v.into()));
+                    self.push(Value::Int(v.into()))?;
                 }
                 op::BININT2 => {
                     let v = u16::from_le_bytes(input.array()?);
-                    self.stack.push(Value::Int(v.into()));
+                    self.push(Value::Int(v.into()))?;
                 }
                 op::LONG1 => {
                     let n = input.u8()?;
                     let bytes = input.bytes(n.into())?;
-                    self.stack.push(long_from_bytes(bytes));
+                    self.budget.charge(bytes.len() + RC_COST)?;
+                    self.push(long_from_bytes(bytes))?;
                 }
                 op::LONG4 => {
                     let n = i32::from_le_bytes(input.array()?);
                     let n = self.length_u64(n.into())?;
                     let bytes = input.bytes(n)?;
-                    self.stack.push(long_from_bytes(bytes));
+                    self.budget.charge(bytes.len() + RC_COST)?;
+                    self.push(long_from_bytes(bytes))?;
                 }
                 op::INT => {
                     let line = input.line()?;
@@ -578,11 +670,11 @@ impl Vm<'_> {
                             .map(Value::Int)
                             .ok_or_else(|| self.err(PickleProblem::InvalidNumber))?,
                     };
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::BINFLOAT => {
                     let v = f64::from_be_bytes(input.array()?);
-                    self.stack.push(Value::Float(v));
+                    self.push(Value::Float(v))?;
                 }
                 op::FLOAT => {
                     let line = input.line()?;
@@ -590,25 +682,25 @@ impl Vm<'_> {
                         .ok()
                         .and_then(|s| s.trim().parse::<f64>().ok())
                         .ok_or_else(|| self.err(PickleProblem::InvalidNumber))?;
-                    self.stack.push(Value::Float(v));
+                    self.push(Value::Float(v))?;
                 }
                 op::BINUNICODE => {
                     let n = u32::from_le_bytes(input.array()?);
                     let b = input.bytes(n.into())?;
                     let v = self.string(b)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::SHORT_BINUNICODE => {
                     let n = input.u8()?;
                     let b = input.bytes(n.into())?;
                     let v = self.string(b)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::BINUNICODE8 => {
                     let n = u64::from_le_bytes(input.array()?);
                     let b = input.bytes(n)?;
                     let v = self.string(b)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 // Python 2 `str`; torch.load decodes it as UTF-8.
                 op::BINSTRING => {
@@ -616,66 +708,71 @@ impl Vm<'_> {
                     let n = self.length_u64(n.into())?;
                     let b = input.bytes(n)?;
                     let v = self.string(b)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::SHORT_BINSTRING => {
                     let n = input.u8()?;
                     let b = input.bytes(n.into())?;
                     let v = self.string(b)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::BINBYTES => {
                     let n = u32::from_le_bytes(input.array()?);
                     let b = input.bytes(n.into())?;
-                    self.stack.push(Value::Bytes(Rc::from(b)));
+                    let v = self.byte_string(b)?;
+                    self.push(v)?;
                 }
                 op::SHORT_BINBYTES => {
                     let n = input.u8()?;
                     let b = input.bytes(n.into())?;
-                    self.stack.push(Value::Bytes(Rc::from(b)));
+                    let v = self.byte_string(b)?;
+                    self.push(v)?;
                 }
                 op::BINBYTES8 | op::BYTEARRAY8 => {
                     let n = u64::from_le_bytes(input.array()?);
                     let b = input.bytes(n)?;
-                    self.stack.push(Value::Bytes(Rc::from(b)));
+                    let v = self.byte_string(b)?;
+                    self.push(v)?;
                 }
                 op::EMPTY_TUPLE => {
-                    let v = self.arena.push(Object::Tuple(Vec::new()));
-                    self.stack.push(v);
+                    let v = self.alloc(Object::Tuple(Vec::new()))?;
+                    self.push(v)?;
                 }
                 op::TUPLE => {
                     let items = self.pop_mark()?;
-                    let v = self.arena.push(Object::Tuple(items));
-                    self.stack.push(v);
+                    let v = self.alloc(Object::Tuple(items))?;
+                    self.push(v)?;
                 }
                 op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
                     let n = usize::from(self.op - op::TUPLE1 + 1);
                     let items = self.pop_n(n)?;
-                    let v = self.arena.push(Object::Tuple(items));
-                    self.stack.push(v);
+                    let v = self.alloc(Object::Tuple(items))?;
+                    self.push(v)?;
                 }
                 op::EMPTY_LIST => {
-                    let v = self.arena.push(Object::List(Vec::new()));
-                    self.stack.push(v);
+                    let v = self.alloc(Object::List(Vec::new()))?;
+                    self.push(v)?;
                 }
                 op::LIST => {
                     let items = self.pop_mark()?;
-                    let v = self.arena.push(Object::List(items));
-                    self.stack.push(v);
+                    let v = self.alloc(Object::List(items))?;
+                    self.push(v)?;
                 }
                 op::APPEND => {
                     let item = self.pop()?;
                     let target = self.top()?.clone();
+                    self.budget.charge(VALUE_COST)?;
                     self.list_mut(&target)?.push(item);
                 }
                 op::APPENDS => {
                     let items = self.pop_mark()?;
                     let target = self.top()?.clone();
+                    self.budget.charge(items.len() * VALUE_COST)?;
                     self.list_mut(&target)?.extend(items);
                 }
                 op::EMPTY_DICT => {
-                    let v = self.arena.push(Object::Dict(Dict::default()));
-                    self.stack.push(v);
+                    let v = self.alloc(Object::Dict(Dict::default()))?;
+                    self.push(v)?;
                 }
                 op::DICT => {
                     let items = self.pop_mark()?;
@@ -687,13 +784,14 @@ impl Vm<'_> {
                             .ok_or_else(|| self.err(PickleProblem::StackUnderflow))?;
                         d.insert(k, v);
                     }
-                    let v = self.arena.push(Object::Dict(d));
-                    self.stack.push(v);
+                    let v = self.alloc(Object::Dict(d))?;
+                    self.push(v)?;
                 }
                 op::SETITEM => {
                     let value = self.pop()?;
                     let key = self.pop()?;
                     let target = self.top()?.clone();
+                    self.budget.charge(DICT_ENTRY_COST)?;
                     self.dict_mut(&target)?.insert(key, value);
                 }
                 op::SETITEMS => {
@@ -702,6 +800,7 @@ impl Vm<'_> {
                         return Err(self.err(PickleProblem::StackUnderflow));
                     }
                     let target = self.top()?.clone();
+                    self.budget.charge(items.len() / 2 * DICT_ENTRY_COST)?;
                     let d = self.dict_mut(&target)?;
                     let mut it = items.into_iter();
                     while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -709,12 +808,13 @@ impl Vm<'_> {
                     }
                 }
                 op::EMPTY_SET => {
-                    let v = self.arena.push(Object::Set(Vec::new()));
-                    self.stack.push(v);
+                    let v = self.alloc(Object::Set(Vec::new()))?;
+                    self.push(v)?;
                 }
                 op::ADDITEMS => {
                     let items = self.pop_mark()?;
                     let target = self.top()?.clone();
+                    self.budget.charge(items.len() * VALUE_COST)?;
                     match &target {
                         Value::Obj(id) => match self.arena.get_mut(*id) {
                             Object::Set(s) => s.extend(items),
@@ -725,8 +825,8 @@ impl Vm<'_> {
                 }
                 op::FROZENSET => {
                     let items = self.pop_mark()?;
-                    let v = self.arena.push(Object::Set(items));
-                    self.stack.push(v);
+                    let v = self.alloc(Object::Set(items))?;
+                    self.push(v)?;
                 }
                 op::PUT => {
                     let line = input.line()?;
@@ -755,23 +855,23 @@ impl Vm<'_> {
                         .and_then(|s| s.parse::<u64>().ok())
                         .ok_or_else(|| self.err(PickleProblem::InvalidNumber))?;
                     let v = self.memo_get(index)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::BINGET => {
                     let index = input.u8()?;
                     let v = self.memo_get(index.into())?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::LONG_BINGET => {
                     let index = u32::from_le_bytes(input.array()?);
                     let v = self.memo_get(index.into())?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::GLOBAL => {
                     let module = input.line()?;
                     let name = input.line()?;
                     let v = self.global(&module, &name)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::STACK_GLOBAL => {
                     let name = self.pop()?;
@@ -785,13 +885,13 @@ impl Vm<'_> {
                         return Err(self.wrong_type("str", bad));
                     };
                     let v = self.global(module.as_bytes(), name.as_bytes())?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::REDUCE => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let v = self.reduce(&callable, &args)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 op::BUILD => {
                     let _state = self.pop()?;
@@ -808,7 +908,7 @@ impl Vm<'_> {
                 op::BINPERSID => {
                     let pid = self.pop()?;
                     let v = self.persistent_load(&pid)?;
-                    self.stack.push(v);
+                    self.push(v)?;
                 }
                 other => {
                     // INST, OBJ, NEWOBJ, NEWOBJ_EX (object construction), EXT1-4, PERSID,
@@ -851,7 +951,7 @@ impl Vm<'_> {
         let module = String::from_utf8_lossy(module);
         let name = String::from_utf8_lossy(name);
         match resolve_global(&module, &name) {
-            Some(c) => Ok(self.arena.push(Object::Global(c))),
+            Some(c) => self.alloc(Object::Global(c)),
             None => Err(CheckpointError::ForbiddenGlobal {
                 module: module.into_owned(),
                 name: name.into_owned(),
@@ -896,7 +996,7 @@ impl Vm<'_> {
                 if !args.is_empty() {
                     return Err(self.bad_args(c, "expected no arguments"));
                 }
-                Ok(self.arena.push(Object::Dict(Dict::default())))
+                self.alloc(Object::Dict(Dict::default()))
             }
             Callable::RebuildTensorV2 => {
                 if args.len() != 6 && args.len() != 7 {
@@ -925,12 +1025,12 @@ impl Vm<'_> {
                 if !matches!(args[4], Value::Bool(_) | Value::Int(_)) {
                     return Err(self.bad_args(c, "requires_grad is not a bool"));
                 }
-                Ok(self.arena.push(Object::Tensor(TensorRef {
+                self.alloc(Object::Tensor(TensorRef {
                     storage,
                     storage_offset,
                     shape,
                     stride,
-                })))
+                }))
             }
             Callable::RebuildParameter | Callable::RebuildParameterWithState => {
                 let n = if c == Callable::RebuildParameter {
@@ -949,9 +1049,7 @@ impl Vm<'_> {
                 }
             }
             Callable::Device => match args.as_slice() {
-                [Value::Str(_)] | [Value::Str(_), Value::Int(_)] => {
-                    Ok(self.arena.push(Object::Device))
-                }
+                [Value::Str(_)] | [Value::Str(_), Value::Int(_)] => self.alloc(Object::Device),
                 _ => Err(self.bad_args(c, "expected (str) or (str, int)")),
             },
             Callable::StorageClass(_) => Err(self.bad_args(c, "storage classes are not callable")),
@@ -1046,6 +1144,7 @@ impl Vm<'_> {
             match table.decls.get(key) {
                 Some(&(d, n)) => d != dtype || n != numel,
                 None => {
+                    self.budget.charge(STORAGE_DECL_COST)?;
                     table.decls.insert(key.clone(), (dtype, numel));
                     table.order.push(key.clone());
                     false
@@ -1057,14 +1156,14 @@ impl Vm<'_> {
                 key: key.to_string(),
             }));
         }
-        Ok(self.arena.push(Object::Storage(StorageRef {
+        self.alloc(Object::Storage(StorageRef {
             key: key.clone(),
             dtype,
             location: location.clone(),
             elem_offset,
             numel: view_numel,
             root_numel: numel,
-        })))
+        }))
     }
 }
 

@@ -8,7 +8,9 @@ use std::rc::Rc;
 use zip::ZipArchive;
 
 use crate::error::{CheckpointError, Limit, RequiredElements, Section, ViewGeometry};
-use crate::pickle::{self, Arena, Input, ObjId, Object, StorageTable, TensorRef, Unpickled, Value};
+use crate::pickle::{
+    self, Arena, Input, MemoryBudget, ObjId, Object, StorageTable, TensorRef, Unpickled, Value,
+};
 use crate::{Checkpoint, DType, Format, Inventory, Limits, Tensor, TensorInfo, Values};
 
 /// torch's legacy magic number, 0x1950a86a20f9469cfc6c, as little-endian bytes.
@@ -196,10 +198,11 @@ fn read_zip_entry<R: Read + Seek>(
         .read_to_end(&mut buf)
         .map_err(read_err)?;
     if (buf.len() as u64) < declared {
-        return Err(read_err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("{} of {declared} declared bytes", buf.len()),
-        )));
+        return Err(CheckpointError::ZipEntryShort {
+            entry: name.to_string(),
+            read: buf.len() as u64,
+            declared,
+        });
     }
     check_entry_end(&mut file).map_err(read_err)?;
     Ok(buf)
@@ -255,7 +258,13 @@ fn open_zip<R: Read + Seek>(
     let mut storages = StorageTable::default();
     let mut cursor = io::Cursor::new(pkl.as_slice());
     let mut input = Input::new(&mut cursor, 0, pkl.len() as u64, Section::DataPkl);
-    let unpickled = pickle::unpickle(&mut input, Some(&mut storages), limits.max_dims)?;
+    let mut budget = MemoryBudget::new(limits.pickle_memory(pkl.len() as u64));
+    let unpickled = pickle::unpickle(
+        &mut input,
+        Some(&mut storages),
+        limits.max_dims,
+        &mut budget,
+    )?;
     Ok((
         unpickled,
         storages,
@@ -275,13 +284,15 @@ fn open_legacy<R: Read + Seek>(
     limits: &Limits,
 ) -> Result<Opened<R>, CheckpointError> {
     let mut pos = 0u64;
-    let run = |reader: &mut R,
-               pos: &mut u64,
-               section: Section,
-               storages: Option<&mut StorageTable>|
+    // One budget for the file's pickles: where the main pickle ends is not known before.
+    let mut budget = MemoryBudget::new(limits.pickle_memory(len));
+    let mut run = |reader: &mut R,
+                   pos: &mut u64,
+                   section: Section,
+                   storages: Option<&mut StorageTable>|
      -> Result<Unpickled, CheckpointError> {
         let mut input = Input::new(reader, *pos, len - *pos, section);
-        let u = pickle::unpickle(&mut input, storages, limits.max_dims)?;
+        let u = pickle::unpickle(&mut input, storages, limits.max_dims, &mut budget)?;
         *pos = input.pos;
         Ok(u)
     };

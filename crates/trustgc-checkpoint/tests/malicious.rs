@@ -917,3 +917,115 @@ fn shared_large_containers_stay_linear() {
     ));
     assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
 }
+
+/// `PROTO 2`, `n` EMPTY_LISTs, `n - 1` APPENDs (each list into the one below it), STOP:
+/// `n` nested empty lists in `2n + 2` bytes, the shape of the 17.9 MB attack.
+fn nested_lists(n: usize) -> Vec<u8> {
+    let mut v = vec![0x80, 2];
+    v.extend(std::iter::repeat_n(b']', n));
+    v.extend(std::iter::repeat_n(b'a', n - 1));
+    v.push(b'.');
+    v
+}
+
+fn is_pickle_memory(e: &CheckpointError, want_max: u64) -> bool {
+    matches!(
+        e,
+        CheckpointError::LimitExceeded {
+            limit: Limit::PickleMemory,
+            value,
+            max,
+            key: None,
+        } if *max == want_max && value > max
+    )
+}
+
+/// The pickle machine's bookkeeping is charged to a budget as it is created: a small
+/// pickle of cheap opcodes stops with a typed error instead of growing to gigabytes.
+#[test]
+fn pickle_machine_memory_is_budgeted() {
+    // A caller-set budget, in both containers, for each cheap way to grow: nested lists,
+    // a run of DUPs (stack slots), memo entries, empty dicts, marks.
+    let limits = Limits {
+        max_pickle_memory: Some(64 << 10),
+        ..Limits::default()
+    };
+    let dups = {
+        let mut v = vec![0x80, 2, b']'];
+        v.extend(std::iter::repeat_n(b'2', 10_000));
+        v.push(b'.');
+        v
+    };
+    let memo = {
+        let mut v = vec![0x80, 2, b']'];
+        for i in 0..10_000u32 {
+            v.push(b'r');
+            v.extend(i.to_le_bytes());
+        }
+        v.push(b'.');
+        v
+    };
+    let dicts = {
+        let mut v = vec![0x80, 2];
+        v.extend(std::iter::repeat_n(b'}', 10_000));
+        v.push(b'.');
+        v
+    };
+    let marks = {
+        let mut v = vec![0x80, 2];
+        v.extend(std::iter::repeat_n(b'(', 10_000));
+        v.extend([b']', b'.']);
+        v
+    };
+    for (name, pkl) in [
+        ("nested lists", nested_lists(10_000)),
+        ("DUPs", dups),
+        ("memo", memo),
+        ("dicts", dicts),
+        ("marks", marks),
+    ] {
+        for bytes in [
+            zip_checkpoint("a", &pkl, &[], None),
+            legacy_checkpoint(&pkl, &[]),
+        ] {
+            let e = read_checkpoint_bytes_with_limits(&bytes, keep_all, &limits)
+                .expect_err("over the budget");
+            assert!(is_pickle_memory(&e, 64 << 10), "{name}: {e}");
+            assert!(e.to_string().contains("pickle machine memory"), "{e}");
+        }
+    }
+
+    // The budget counts what the machine holds, not more: the released checkpoints' structure
+    // (the golden mini, a 45 kB data.pkl) needs about 1 MB, and fails below that.
+    let mini = common::golden_mini("mini.avg.pt");
+    let tight = Limits {
+        max_pickle_memory: Some(100 << 10),
+        ..Limits::default()
+    };
+    let e = read_checkpoint_bytes_with_limits(&mini, default_keep, &tight).expect_err("tight");
+    assert!(is_pickle_memory(&e, 100 << 10), "{e}");
+    let enough = Limits {
+        max_pickle_memory: Some(2 << 20),
+        ..Limits::default()
+    };
+    assert!(read_checkpoint_bytes_with_limits(&mini, default_keep, &enough).is_ok());
+    let legacy = common::golden_mini("mini_legacy.avg.pt");
+    assert!(read_checkpoint_bytes_with_limits(&legacy, default_keep, &enough).is_ok());
+
+    // The attack at a realistic size, under the default budget: 2 Mi nested empty
+    // lists (a 4 MiB data.pkl) would take about 350 MiB of bookkeeping.
+    let start = std::time::Instant::now();
+    let pkl = nested_lists(2 << 20);
+    let want = Limits::default().pickle_memory(pkl.len() as u64);
+    assert_eq!(want, 48 * pkl.len() as u64 + (64 << 20));
+    let e = read_err(&zip_checkpoint("a", &pkl, &[], None));
+    assert!(is_pickle_memory(&e, want), "{e}");
+    let e = inspect_checkpoint_bytes(&zip_checkpoint("a", &pkl, &[], None))
+        .expect_err("over the default budget");
+    assert!(is_pickle_memory(&e, want), "{e}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+}
