@@ -10,10 +10,17 @@
 //!
 //! Decoders: PNG is decoded losslessly, so PNG inputs match Pillow exactly; JPEG decoders
 //! may differ from libjpeg-turbo's by one level in a few pixels.
+//!
+//! Untrusted images cost bounded work: [`decode_image`] refuses from the header an image
+//! over [`MAX_IMAGE_PIXELS`] pixels or [`MAX_DECODED_BYTES`] decoded bytes, and a JPEG
+//! that ends before its image does; the resize computes only the pixels the center crop
+//! keeps ([`pil_resize_bilinear_region`]), so a 100,000 x 1 image costs what a square
+//! one does.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use image::DynamicImage;
+use image::{DynamicImage, ImageDecoder};
 use trustgc_core::input::{GrayscaleInput, InputSpec};
 
 /// Why an image could not be turned into a model input.
@@ -47,11 +54,54 @@ pub enum ImageError {
         /// Its height.
         height: u32,
     },
-    /// The image is smaller than the crop the model needs after resizing.
-    #[error("{path}: a {width}x{height} image cannot be resized and cropped to {crop}x{crop}")]
-    TooSmall {
+    /// The header declares an image over [`MAX_IMAGE_PIXELS`] pixels or
+    /// [`MAX_DECODED_BYTES`] decoded bytes: refused before any pixel is decoded.
+    #[error(
+        "{path}: a {width}x{height} image is over the limits of {MAX_IMAGE_PIXELS} pixels \
+         and {MAX_DECODED_BYTES} bytes decoded"
+    )]
+    TooLarge {
         /// The file.
         path: PathBuf,
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+    },
+    /// The file ends before the image does (Pillow refuses such files: "image file is
+    /// truncated").
+    #[error("{path} is truncated: its {format} data ends before the image is complete")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// The image format.
+        format: &'static str,
+    },
+    /// The image cannot be turned into the model's input.
+    #[error("{path}: {source}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the decoded image.
+        #[source]
+        source: InputError,
+    },
+}
+
+/// Why a decoded image cannot be turned into the model's input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The image has no pixels.
+    #[error("the image is empty ({width}x{height})")]
+    Empty {
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+    },
+    /// The image is smaller than the crop the model needs after resizing.
+    #[error("a {width}x{height} image cannot be resized and cropped to {crop}x{crop}")]
+    TooSmall {
         /// Its width.
         width: u32,
         /// Its height.
@@ -74,24 +124,170 @@ pub struct Image8 {
     pub data: Vec<u8>,
 }
 
-/// Reads and decodes an image file.
+/// Most pixels of an image [`read_image`] decodes: Pillow's own refusal threshold (twice
+/// its `Image.MAX_IMAGE_PIXELS`, where it raises `DecompressionBombError`), 178,956,970
+/// pixels, a 16,384 x 10,922 photo. Checked on the header, before any pixel is decoded.
+pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
+
+/// Most bytes the decoded pixels of an image may take (512 MiB, the `image` crate's
+/// default allocation limit): an RGB image of [`MAX_IMAGE_PIXELS`] pixels, or an RGBA
+/// 16-bit one of a quarter of that. Checked on the header, and given to the decoder as its
+/// allocation limit.
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
+
+/// Reads and decodes an image file: [`decode_image`] on its bytes.
 pub fn read_image(path: &Path) -> Result<DynamicImage, ImageError> {
     let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let image = image::load_from_memory(&bytes).map_err(|source| ImageError::Decode {
+    decode_image(&bytes, path)
+}
+
+/// Decodes an image (PNG or JPEG) held in memory; `path` names it in errors.
+///
+/// Memory is bounded before any pixel is decoded: the header's size is held to
+/// [`MAX_IMAGE_PIXELS`] and [`MAX_DECODED_BYTES`] ([`ImageError::TooLarge`]), and the
+/// decoder is given [`MAX_DECODED_BYTES`] as its allocation limit. A JPEG must be complete, as Pillow
+/// requires: one that ends before its end-of-image marker is [`ImageError::Truncated`],
+/// not decoded with the missing part filled in. (Pillow also accepts a JPEG that lacks
+/// only the final marker after complete image data; this refuses it.) A PNG whose image
+/// data is cut short is a decoder error.
+///
+/// # Errors
+/// [`ImageError::Decode`], [`ImageError::Empty`], [`ImageError::TooLarge`],
+/// [`ImageError::Truncated`], each naming `path`.
+pub fn decode_image(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImageError> {
+    let decode_err = |source| ImageError::Decode {
         path: path.to_path_buf(),
         source,
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| decode_err(image::ImageError::IoError(e)))?;
+    let format = reader.format();
+    let too_large = |(width, height)| ImageError::TooLarge {
+        path: path.to_path_buf(),
+        width,
+        height,
+    };
+    // The PNG decoder holds its buffers to the limit as it reads the header (the JPEG
+    // decoder reads its header first): its size, read here, says what it refuses.
+    let png_size = (format == Some(image::ImageFormat::Png))
+        .then(|| png_size(bytes))
+        .flatten();
+    if let Some((width, height)) = png_size
+        && u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS
+    {
+        return Err(too_large((width, height)));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| match (e, png_size) {
+        // Pixels of up to 8 bytes (16-bit RGBA) over the limit: the image is too large.
+        (image::ImageError::Limits(_), Some((width, height)))
+            if u64::from(width) * u64::from(height) * 8 > MAX_DECODED_BYTES =>
+        {
+            too_large((width, height))
+        }
+        (e, _) => decode_err(e),
     })?;
-    if image.width() == 0 || image.height() == 0 {
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
         return Err(ImageError::Empty {
             path: path.to_path_buf(),
-            width: image.width(),
-            height: image.height(),
+            width,
+            height,
+        });
+    }
+    if u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS
+        || decoder.total_bytes() > MAX_DECODED_BYTES
+    {
+        return Err(too_large((width, height)));
+    }
+    let image = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    if format == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(ImageError::Truncated {
+            path: path.to_path_buf(),
+            format: "JPEG",
         });
     }
     Ok(image)
+}
+
+/// A PNG's width and height, from its header chunk (`None` if it does not start with one).
+fn png_size(data: &[u8]) -> Option<(u32, u32)> {
+    if data.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let field = |at: usize| Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?));
+    Some((field(16)?, field(20)?))
+}
+
+/// Whether a JPEG's markers run from start-of-image to end-of-image within `data`: every
+/// segment's declared length fits, and every scan's entropy-coded data is followed by a
+/// marker. A file cut anywhere before its end-of-image marker is not complete. (The
+/// decoder, by design, fills what is missing with grey and says nothing.)
+fn jpeg_is_complete(data: &[u8]) -> bool {
+    const SOI: u8 = 0xD8;
+    const EOI: u8 = 0xD9;
+    const SOS: u8 = 0xDA;
+    const TEM: u8 = 0x01;
+    const RST: std::ops::RangeInclusive<u8> = 0xD0..=0xD7;
+    if !data.starts_with(&[0xFF, SOI]) {
+        return false;
+    }
+    let n = data.len();
+    let mut i = 2;
+    loop {
+        // The next marker: 0xFF, any fill 0xFFs, the code. Bytes before it are skipped, as
+        // libjpeg skips them (with a warning).
+        while i < n && data[i] != 0xFF {
+            i += 1;
+        }
+        while i < n && data[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&code) = data.get(i) else {
+            return false;
+        };
+        i += 1;
+        match code {
+            EOI => return true,
+            // Markers without a segment (and a stuffed zero outside a scan).
+            SOI | TEM | 0x00 => {}
+            c if RST.contains(&c) => {}
+            _ => {
+                let Some(len) = data.get(i..i + 2) else {
+                    return false;
+                };
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                if len < 2 || i + len > n {
+                    return false;
+                }
+                i += len;
+                if code == SOS {
+                    // Entropy-coded data: up to a 0xFF that starts a marker, i.e. is not a
+                    // stuffed zero (0xFF 0x00) or a restart marker.
+                    loop {
+                        while i < n && data[i] != 0xFF {
+                            i += 1;
+                        }
+                        let mut j = i + 1;
+                        while j < n && data[j] == 0xFF {
+                            j += 1;
+                        }
+                        match data.get(j) {
+                            None => return false,
+                            Some(&c) if c == 0x00 || RST.contains(&c) => i = j + 1,
+                            Some(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Pillow's `convert('RGB')`.
@@ -180,18 +376,25 @@ fn bilinear(x: f64) -> f64 {
     if x < 1.0 { 1.0 - x } else { 0.0 }
 }
 
-/// Pillow's `precompute_coeffs` followed by `normalize_coeffs_8bpc`: for each output
-/// position, the first input index, the number of taps, and fixed-point weights.
-fn coefficients(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usize)>, Vec<i32>) {
+/// Pillow's `precompute_coeffs` followed by `normalize_coeffs_8bpc` for the output
+/// positions `outputs` of a resize from `in_size` to `out_size`: for each, the first input
+/// index, the number of taps, and fixed-point weights (`ksize` per position). Each
+/// position's coefficients depend only on that position, so any range of them equals the
+/// same range of the whole table.
+fn coefficients(
+    in_size: usize,
+    out_size: usize,
+    outputs: Range<usize>,
+) -> (usize, Vec<(usize, usize)>, Vec<i32>) {
     let (in0, in1) = (0.0f32, in_size as f32);
     let scale = f64::from(in1 - in0) / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = 1.0 * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
+    let mut bounds = Vec::with_capacity(outputs.len());
+    let mut weights = vec![0i32; outputs.len() * ksize];
     let mut k = vec![0f64; ksize];
-    for xx in 0..out_size {
+    for (i, xx) in outputs.enumerate() {
         let center = f64::from(in0) + (xx as f64 + 0.5) * scale;
         let ss = 1.0 / filterscale;
         // C's (int) conversion truncates toward zero.
@@ -211,7 +414,7 @@ fn coefficients(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usize)>,
                 0.0
             };
             let fixed = w * f64::from(1u32 << PRECISION_BITS);
-            weights[xx * ksize + x] = if w < 0.0 {
+            weights[i * ksize + x] = if w < 0.0 {
                 (-0.5 + fixed) as i32
             } else {
                 (0.5 + fixed) as i32
@@ -229,69 +432,131 @@ fn clip8(v: i64) -> u8 {
 /// Pillow's `Image.resize((width, height), Image.BILINEAR)` for 8-bit images with 1 or
 /// 3 channels: the antialiased bilinear filter, horizontal pass then vertical pass, each
 /// in 22-bit fixed point with rounding and clipping to 8 bits in between.
+///
+/// This returns the whole `width x height` image; [`pil_resize_bilinear_region`] computes
+/// only a part of it, in time and memory bounded by that part.
 pub fn pil_resize_bilinear(image: &Image8, width: usize, height: usize) -> Image8 {
+    pil_resize_bilinear_region(
+        image,
+        width,
+        height,
+        Region {
+            left: 0,
+            top: 0,
+            width,
+            height,
+        },
+    )
+}
+
+/// A rectangle of an image: columns `left..left + width`, rows `top..top + height`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// First column.
+    pub left: usize,
+    /// First row.
+    pub top: usize,
+    /// Number of columns.
+    pub width: usize,
+    /// Number of rows.
+    pub height: usize,
+}
+
+/// The `region` of [`pil_resize_bilinear`]`(image, width, height)`, equal to it value for
+/// value, computing only the region.
+///
+/// Pillow's resampler computes each output pixel from a window of input pixels whose
+/// position and weights depend only on that pixel's position, so only the region's
+/// columns (for the input rows the region's rows read) and rows are computed. Time and
+/// memory are bounded by the region and the input it reads, whatever `width` and `height`
+/// are: `Resize(256)` of a 100,000 x 1 image is 25,600,000 x 256, of which a center crop
+/// needs 224 x 224.
+///
+/// # Panics
+/// If `region` reaches outside `width x height`.
+pub fn pil_resize_bilinear_region(
+    image: &Image8,
+    width: usize,
+    height: usize,
+    region: Region,
+) -> Image8 {
+    assert!(
+        region.left + region.width <= width && region.top + region.height <= height,
+        "{region:?} outside a {width}x{height} image"
+    );
     let c = image.channels;
+    let empty = Image8 {
+        width: region.width,
+        height: region.height,
+        channels: c,
+        data: Vec::new(),
+    };
+    if region.width == 0 || region.height == 0 {
+        return empty;
+    }
+    let columns = region.left..region.left + region.width;
+    let rows = region.top..region.top + region.height;
     let need_horizontal = width != image.width;
     let need_vertical = height != image.height;
-    let (ksize_h, bounds_h, weights_h) = coefficients(image.width, width);
-    let (ksize_v, mut bounds_v, weights_v) = coefficients(image.height, height);
-    // Rows of the source the vertical pass will read.
-    let first = bounds_v[0].0;
-    let last = bounds_v[height - 1].0 + bounds_v[height - 1].1;
 
-    let mut current = image.clone();
+    // The input rows the region's rows read: their filter windows, or themselves.
+    let (ksize_v, mut bounds_v, weights_v) = if need_vertical {
+        coefficients(image.height, height, rows.clone())
+    } else {
+        (1, rows.clone().map(|y| (y, 1)).collect(), Vec::new())
+    };
+    let first = bounds_v[0].0;
+    let last = bounds_v[region.height - 1].0 + bounds_v[region.height - 1].1;
+    for b in bounds_v.iter_mut() {
+        b.0 -= first;
+    }
+
+    // Horizontal pass on those rows, the region's columns only.
+    let stride = image.width * c;
+    let mut current = Vec::with_capacity((last - first) * region.width * c);
     if need_horizontal {
-        for b in bounds_v.iter_mut() {
-            b.0 -= first;
-        }
-        let rows = last - first;
-        let mut out = vec![0u8; rows * width * c];
-        for yy in 0..rows {
-            let src =
-                &image.data[(yy + first) * image.width * c..(yy + first + 1) * image.width * c];
-            for xx in 0..width {
-                let (xmin, taps) = bounds_h[xx];
-                let k = &weights_h[xx * ksize_h..xx * ksize_h + taps];
+        let (ksize_h, bounds_h, weights_h) = coefficients(image.width, width, columns);
+        for y in first..last {
+            let src = &image.data[y * stride..(y + 1) * stride];
+            for (i, &(xmin, taps)) in bounds_h.iter().enumerate() {
+                let k = &weights_h[i * ksize_h..i * ksize_h + taps];
                 for ch in 0..c {
                     let mut ss: i64 = 1 << (PRECISION_BITS - 1);
                     for (x, &w) in k.iter().enumerate() {
                         ss += i64::from(src[(x + xmin) * c + ch]) * i64::from(w);
                     }
-                    out[(yy * width + xx) * c + ch] = clip8(ss);
+                    current.push(clip8(ss));
                 }
             }
         }
-        current = Image8 {
-            width,
-            height: rows,
-            channels: c,
-            data: out,
-        };
-    }
-    if need_vertical {
-        let mut out = vec![0u8; height * current.width * c];
-        for yy in 0..height {
-            let (ymin, taps) = bounds_v[yy];
-            let k = &weights_v[yy * ksize_v..yy * ksize_v + taps];
-            for xx in 0..current.width {
-                for ch in 0..c {
-                    let mut ss: i64 = 1 << (PRECISION_BITS - 1);
-                    for (y, &w) in k.iter().enumerate() {
-                        ss += i64::from(current.data[((y + ymin) * current.width + xx) * c + ch])
-                            * i64::from(w);
-                    }
-                    out[(yy * current.width + xx) * c + ch] = clip8(ss);
-                }
-            }
+    } else {
+        for y in first..last {
+            current.extend_from_slice(
+                &image.data[y * stride + columns.start * c..][..columns.len() * c],
+            );
         }
-        current = Image8 {
-            width: current.width,
-            height,
-            channels: c,
-            data: out,
+    }
+    if !need_vertical {
+        return Image8 {
+            data: current,
+            ..empty
         };
     }
-    current
+
+    // Vertical pass.
+    let row = region.width * c;
+    let mut out = Vec::with_capacity(region.height * row);
+    for (i, &(ymin, taps)) in bounds_v.iter().enumerate() {
+        let k = &weights_v[i * ksize_v..i * ksize_v + taps];
+        for xx in 0..row {
+            let mut ss: i64 = 1 << (PRECISION_BITS - 1);
+            for (y, &w) in k.iter().enumerate() {
+                ss += i64::from(current[(y + ymin) * row + xx]) * i64::from(w);
+            }
+            out.push(clip8(ss));
+        }
+    }
+    Image8 { data: out, ..empty }
 }
 
 /// torchvision's output size for `Resize(size)` with an int: the shorter side becomes
@@ -340,25 +605,33 @@ pub fn crop(image: &Image8, left: usize, top: usize, size: usize) -> Image8 {
     }
 }
 
-/// `Resize(resize)` then `CenterCrop(crop)` on an 8-bit image.
+/// `Resize(resize)` then `CenterCrop(crop)` on an 8-bit image, computing only the crop
+/// (see [`pil_resize_bilinear_region`]): bounded by the crop however elongated the image.
 pub fn resize_and_crop(
     image: &Image8,
     resize: usize,
     crop_size: usize,
-    path: &Path,
-) -> Result<Image8, ImageError> {
+) -> Result<Image8, InputError> {
     let (w, h) = resized_size(image.width, image.height, resize);
     if w < crop_size || h < crop_size || w == 0 || h == 0 {
-        return Err(ImageError::TooSmall {
-            path: path.to_path_buf(),
+        return Err(InputError::TooSmall {
             width: image.width as u32,
             height: image.height as u32,
             crop: crop_size,
         });
     }
-    let resized = pil_resize_bilinear(image, w, h);
     let (left, top) = center_crop_offsets(w, h, crop_size);
-    Ok(crop(&resized, left, top, crop_size))
+    Ok(pil_resize_bilinear_region(
+        image,
+        w,
+        h,
+        Region {
+            left,
+            top,
+            width: crop_size,
+            height: crop_size,
+        },
+    ))
 }
 
 /// `ToTensor` + `Normalize`: CHW float32, `(v/255 − mean_c)/std_c`.
@@ -373,12 +646,18 @@ pub fn normalize_chw(image: &Image8, mean: &[f32], std: &[f32]) -> Vec<f32> {
     out
 }
 
-/// The whole transform of `spec` for one decoded image: the model's input, `C·H·W` values.
-pub fn model_input(
-    image: &DynamicImage,
-    spec: &InputSpec,
-    path: &Path,
-) -> Result<Vec<f32>, ImageError> {
+/// The whole transform of `spec` for one decoded image: the model's input, `C·H·W` values
+/// (what [`Classifier::preprocess`](crate::Classifier::preprocess) stacks into a batch).
+///
+/// # Errors
+/// [`InputError`] when the image is empty or too small for the crop.
+pub fn model_input(image: &DynamicImage, spec: &InputSpec) -> Result<Vec<f32>, InputError> {
+    if image.width() == 0 || image.height() == 0 {
+        return Err(InputError::Empty {
+            width: image.width(),
+            height: image.height(),
+        });
+    }
     match spec {
         InputSpec::ImageNet {
             resize,
@@ -386,11 +665,11 @@ pub fn model_input(
             mean,
             std,
         } => {
-            let cropped = resize_and_crop(&to_rgb_pil(image), *resize, *crop, path)?;
+            let cropped = resize_and_crop(&to_rgb_pil(image), *resize, *crop)?;
             Ok(normalize_chw(&cropped, mean, std))
         }
         InputSpec::Grayscale(g) => {
-            let small = grayscale_pixels(image, g, path)?;
+            let small = grayscale_pixels(image, g)?;
             let mut out = vec![0f32; g.padded_size() * g.padded_size()];
             g.write(&small.data, None, false, &mut out);
             Ok(out)
@@ -398,19 +677,26 @@ pub fn model_input(
     }
 }
 
+/// Reads an image file and applies [`model_input`].
+///
+/// # Errors
+/// As [`read_image`], and [`ImageError::Input`] naming the file when [`model_input`] fails.
+pub fn read_model_input(path: &Path, spec: &InputSpec) -> Result<Vec<f32>, ImageError> {
+    model_input(&read_image(path)?, spec).map_err(|source| ImageError::Input {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// A grayscale image at the representation's `size x size`: Pillow's `convert('L')`, the
 /// shorter side resized to `size` (antialiased bilinear), center-cropped. An image already
 /// `size x size` and grayscale is used as it is.
-pub fn grayscale_pixels(
-    image: &DynamicImage,
-    spec: &GrayscaleInput,
-    path: &Path,
-) -> Result<Image8, ImageError> {
+pub fn grayscale_pixels(image: &DynamicImage, spec: &GrayscaleInput) -> Result<Image8, InputError> {
     let luma = to_luma_pil(image);
     if luma.width == spec.size && luma.height == spec.size {
         return Ok(luma);
     }
-    resize_and_crop(&luma, spec.size, spec.size, path)
+    resize_and_crop(&luma, spec.size, spec.size)
 }
 
 #[cfg(test)]
