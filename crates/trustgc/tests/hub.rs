@@ -28,12 +28,13 @@ use std::time::Duration;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use trustgc::convert::ConvertError;
 use trustgc::hub::{
-    Corruption, DEFAULT_REPO, HubError, HubOptions, Pretrained, PretrainedExt, fetch_model_dir,
+    Corruption, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_REPO, HubError, HubOptions,
+    Pretrained, PretrainedExt, TimeoutPhase, fetch_model_dir,
 };
-use trustgc::import::load_reference_safetensors;
-use trustgc::native::save_safetensors;
+use trustgc::weights::convert::ConvertError;
+use trustgc::weights::reference::load_reference_safetensors;
+use trustgc::weights::safetensors::save_safetensors;
 use trustgc::{Classifier, GcConfig, GenerativeClassifier, Mode};
 
 type B = Flex;
@@ -161,6 +162,9 @@ enum Fault {
     Status(u16),
     /// Announce the full `Content-Length` but send only this many body bytes, then close.
     Truncate(usize),
+    /// Announce the full `Content-Length`, send this many body bytes, then neither send
+    /// nor close until the server stops.
+    Stall(usize),
 }
 
 #[derive(Clone)]
@@ -169,6 +173,10 @@ struct HubFile {
     /// Served like an LFS file: resolve → 302 to an absolute CDN URL.
     lfs: bool,
     fault: Option<Fault>,
+    /// Sent as the `ETag` (`X-Linked-Etag` for LFS) instead of the real one, as it is.
+    etag: Option<String>,
+    /// Sent as `X-Repo-Commit` instead of [`COMMIT`], as it is.
+    commit: Option<String>,
 }
 
 impl HubFile {
@@ -177,6 +185,8 @@ impl HubFile {
             body: body.to_vec(),
             lfs: false,
             fault: None,
+            etag: None,
+            commit: None,
         }
     }
     fn lfs(body: &[u8]) -> Self {
@@ -189,6 +199,14 @@ impl HubFile {
         self.fault = Some(fault);
         self
     }
+    fn with_etag(mut self, etag: &str) -> Self {
+        self.etag = Some(etag.to_string());
+        self
+    }
+    fn with_commit(mut self, commit: &str) -> Self {
+        self.commit = Some(commit.to_string());
+        self
+    }
 }
 
 #[derive(Default)]
@@ -196,6 +214,8 @@ struct HubRepo {
     files: HashMap<String, HubFile>,
     /// When set, every resolve request needs `Authorization: Bearer <token>`.
     token: Option<String>,
+    /// Sent as `X-Repo-Commit` of 404 answers instead of [`COMMIT`], as it is.
+    not_found_commit: Option<String>,
 }
 
 /// One request the server saw.
@@ -251,9 +271,9 @@ impl Server {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let state = state.clone();
+                    let (state, stop) = (state.clone(), stop.clone());
                     std::thread::spawn(move || {
-                        let _ = handle(stream, addr, &state);
+                        let _ = handle(stream, addr, &state, &stop);
                     });
                 }
             })
@@ -306,6 +326,8 @@ struct Reply {
     body: Vec<u8>,
     /// Send only this many body bytes (after announcing all of them).
     truncate: Option<usize>,
+    /// After them, hang until the server stops.
+    stall: bool,
 }
 
 impl Reply {
@@ -315,6 +337,7 @@ impl Reply {
             headers: Vec::new(),
             body: Vec::new(),
             truncate: None,
+            stall: false,
         }
     }
     fn header(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -346,7 +369,12 @@ fn status_text(status: u16) -> &'static str {
     }
 }
 
-fn handle(stream: TcpStream, addr: SocketAddr, state: &Mutex<HubState>) -> std::io::Result<()> {
+fn handle(
+    stream: TcpStream,
+    addr: SocketAddr,
+    state: &Mutex<HubState>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
@@ -372,7 +400,7 @@ fn handle(stream: TcpStream, addr: SocketAddr, state: &Mutex<HubState>) -> std::
     });
     let reply = route(&state, addr, &path, &headers);
     drop(state);
-    write_reply(stream, &method, reply)
+    write_reply(stream, &method, reply, stop)
 }
 
 fn route(
@@ -430,19 +458,22 @@ fn route(
     }
     let file_path = segments[4..].join("/");
     let Some(file) = repo.files.get(&file_path) else {
-        return Reply::error(404, "EntryNotFound", "Entry not found")
-            .header("X-Repo-Commit", COMMIT);
+        return Reply::error(404, "EntryNotFound", "Entry not found").header(
+            "X-Repo-Commit",
+            repo.not_found_commit.as_deref().unwrap_or(COMMIT),
+        );
     };
     if let Some(Fault::Status(status)) = file.fault {
         return Reply::error(status, "Failure", "injected failure");
     }
     let etag = etag_of(&file.body);
-    let quoted = format!("\"{etag}\"");
+    let quoted = format!("\"{}\"", file.etag.as_deref().unwrap_or(&etag));
+    let commit = file.commit.as_deref().unwrap_or(COMMIT);
     if headers.get("if-none-match") == Some(&quoted) {
         return Reply::new(304)
             .header("ETag", quoted.clone())
             .header("X-Linked-Etag", quoted)
-            .header("X-Repo-Commit", COMMIT);
+            .header("X-Repo-Commit", commit);
     }
     if file.lfs {
         return Reply::new(302)
@@ -450,23 +481,33 @@ fn route(
             .header("ETag", "\"pointer\"")
             .header("X-Linked-Etag", quoted)
             .header("X-Linked-Size", file.body.len().to_string())
-            .header("X-Repo-Commit", COMMIT);
+            .header("X-Repo-Commit", commit);
     }
     serve_body(file)
         .header("ETag", quoted)
-        .header("X-Repo-Commit", COMMIT)
+        .header("X-Repo-Commit", commit)
 }
 
 fn serve_body(file: &HubFile) -> Reply {
     let mut reply = Reply::new(200).header("Content-Type", "application/octet-stream");
     reply.body = file.body.clone();
-    if let Some(Fault::Truncate(n)) = file.fault {
-        reply.truncate = Some(n);
+    match file.fault {
+        Some(Fault::Truncate(n)) => reply.truncate = Some(n),
+        Some(Fault::Stall(n)) => {
+            reply.truncate = Some(n);
+            reply.stall = true;
+        }
+        _ => {}
     }
     reply
 }
 
-fn write_reply(mut stream: TcpStream, method: &str, reply: Reply) -> std::io::Result<()> {
+fn write_reply(
+    mut stream: TcpStream,
+    method: &str,
+    reply: Reply,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         reply.status,
@@ -484,6 +525,10 @@ fn write_reply(mut stream: TcpStream, method: &str, reply: Reply) -> std::io::Re
             .unwrap_or(reply.body.len())
             .min(reply.body.len());
         stream.write_all(&reply.body[..n])?;
+        stream.flush()?;
+        while reply.stall && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     stream.flush()?;
     stream.shutdown(std::net::Shutdown::Both)
@@ -677,7 +722,7 @@ fn first_load_downloads_then_the_cache_serves_without_the_server() {
     // The bare model through the trait gives the same outputs.
     let model =
         GenerativeClassifier::<B>::pretrained_with(Pretrained::Beta8, &opts, &device).unwrap();
-    let local = trustgc::native::load_safetensors::<B>(
+    let local = trustgc::weights::safetensors::load_safetensors::<B>(
         &local_model().dir.join("model.safetensors"),
         &GcConfig::mini(),
         &device,
@@ -1228,4 +1273,402 @@ fn a_download_in_progress_elsewhere_is_left_alone() {
     let dir = fetch_model_dir(Pretrained::Beta8, &opts).unwrap();
     assert!(dir.join("model.safetensors").is_file());
     assert_cache_clean(&cache);
+}
+
+// ---------------------------------------------------------------------------------------
+// A hostile hub: values that would lead paths out of the cache, and servers that stall.
+
+/// A test folder holding `cache/` and `outside/`: what a hostile hub aims at.
+fn cache_and_outside(name: &str) -> (PathBuf, PathBuf) {
+    let root = scratch(name);
+    let (cache, outside) = (root.join("cache"), root.join("outside"));
+    std::fs::create_dir_all(&outside).unwrap();
+    (cache, outside)
+}
+
+#[test]
+fn an_etag_leading_out_of_the_cache_is_refused() {
+    let (cache, outside) = cache_and_outside("hostile-etag");
+    let victim = outside.join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    // From `<cache>/models--trustgc-test--mini/blobs/`, three levels up is the test
+    // folder: hf-hub wrote `blobs/<etag>.incomplete` and renamed it onto `blobs/<etag>`.
+    for (lfs, etag) in [
+        (false, "../../../outside/victim.txt"),
+        (true, "../../../outside/victim.txt"),
+        (false, "..\\..\\..\\outside\\victim.txt"),
+        (false, "0123456789abcdef0123456789abcdef0123456/"),
+        (false, "0123456789ABCDEF0123456789ABCDEF01234567"),
+        (false, "0123456789abcdef\u{0}"),
+        (false, ""),
+    ] {
+        let mut repo = converted_repo();
+        let config = HubFile::plain(&local_model().config).with_etag(etag);
+        let config = if lfs {
+            HubFile {
+                lfs: true,
+                ..config
+            }
+        } else {
+            config
+        };
+        repo.files.insert("beta_8/config.json".into(), config);
+        let server = Server::start(vec![(REPO, repo)]);
+        let error =
+            fetch_model_dir(Pretrained::Beta8, &options(&server, REPO, &cache)).expect_err(etag);
+        let text = message(&error);
+        match &error {
+            HubError::UnsafeServerValue {
+                what, value, file, ..
+            } => {
+                assert!(what.contains("ETag"), "{what}");
+                assert_eq!(value, etag);
+                assert_eq!(file, "beta_8/config.json");
+                assert!(
+                    text.contains("refused before any file was written"),
+                    "{text}"
+                );
+            }
+            // A NUL in a header is refused by the HTTP client itself.
+            _ if etag.contains('\u{0}') => {}
+            other => panic!("{etag:?}: expected UnsafeServerValue, got {other:?}"),
+        }
+        // Refused on the HEAD: no body was asked for.
+        assert!(
+            server.seen().iter().all(|s| s.method == "HEAD"),
+            "{:?}",
+            server.seen()
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(files_under(&outside), vec![victim.clone()]);
+        assert_cache_clean(&cache);
+    }
+}
+
+#[test]
+fn a_commit_id_leading_out_of_the_cache_is_refused() {
+    let (cache, outside) = cache_and_outside("hostile-commit");
+    // From `<cache>/models--trustgc-test--mini/snapshots/`, three levels up is the test
+    // folder: hf-hub created `snapshots/<commit>/beta_8/` and `refs/main` from it.
+    for commit in [
+        "../../../outside/planted",
+        "../../../outside/0123456789abcdef0123456789abcdef01234567",
+        "0123456789abcdef0123456789abcdef0123456",
+        "0123456789abcdef0123456789abcdef012345678",
+        "/tmp",
+    ] {
+        let mut repo = converted_repo();
+        repo.files.insert(
+            "beta_8/config.json".into(),
+            HubFile::plain(&local_model().config).with_commit(commit),
+        );
+        let server = Server::start(vec![(REPO, repo)]);
+        let error =
+            fetch_model_dir(Pretrained::Beta8, &options(&server, REPO, &cache)).expect_err(commit);
+        message(&error);
+        assert!(
+            matches!(
+                &error,
+                HubError::UnsafeServerValue { what, value, .. }
+                    if what.contains("X-Repo-Commit") && value == commit
+            ),
+            "{commit}: {error:?}"
+        );
+        assert!(
+            files_under(&outside).is_empty(),
+            "{:?}",
+            files_under(&outside)
+        );
+        assert!(!cache.join("models--trustgc-test--mini/snapshots").exists());
+        assert!(!cache.join("models--trustgc-test--mini/refs").exists());
+        assert_cache_clean(&cache);
+    }
+
+    // The same for the optional ood.json: in the 404 saying it is missing (hf-hub wrote
+    // `.no_exist/<commit>/<file>`), and in the answer of one that is there.
+    for (case, missing) in [("cache-404", true), ("cache-200", false)] {
+        let mut repo = converted_repo();
+        if missing {
+            repo.not_found_commit = Some("../../../outside/no".into());
+        } else {
+            repo.files.insert(
+                "beta_8/ood.json".into(),
+                HubFile::plain(b"{}").with_commit("../../../outside/ood"),
+            );
+        }
+        let server = Server::start(vec![(REPO, repo)]);
+        let cache = cache.with_file_name(case);
+        let error =
+            fetch_model_dir(Pretrained::Beta8, &options(&server, REPO, &cache)).unwrap_err();
+        message(&error);
+        assert!(
+            matches!(&error, HubError::UnsafeServerValue { file, .. } if file == "beta_8/ood.json"),
+            "{case}: {error:?}"
+        );
+        let planted = files_under(&outside);
+        assert!(planted.is_empty(), "{case}: {planted:?}");
+        assert_cache_clean(&cache);
+    }
+}
+
+#[test]
+fn a_revision_leading_out_of_the_cache_is_refused() {
+    let server = Server::start(vec![(REPO, converted_repo())]);
+    let (cache, outside) = cache_and_outside("hostile-revision");
+    // Fill the cache, then plant what hf-hub would read for the revision
+    // `../../../outside/ref` (from `refs/`, three levels up is the test folder): a ref
+    // naming the cached commit. hf-hub loaded the model through it, offline.
+    fetch_model_dir(Pretrained::Beta8, &options(&server, REPO, &cache)).unwrap();
+    std::fs::write(outside.join("ref"), COMMIT).unwrap();
+    let before = files_under(&cache);
+    server.clear_seen();
+    for offline in [true, false] {
+        for revision in [
+            "../../../outside/ref",
+            "../../../../somewhere",
+            "/etc/passwd",
+            "refs/../../x",
+            "a/./b",
+            "a\\..\\b",
+            "main\n",
+            "ma\u{0}in",
+            "main\u{7f}",
+            "a b",
+            "a:b",
+            "a//b",
+            "a/",
+            ".hidden",
+            "x.lock",
+            "@",
+            "main@{1}",
+            "main~1",
+            "main^",
+            "ends.",
+            "",
+        ] {
+            let mut opts = options(&server, REPO, &cache);
+            opts.offline = offline;
+            opts.revision = revision.to_string();
+            let error = fetch_model_dir(Pretrained::Beta8, &opts).expect_err(revision);
+            let text = message(&error);
+            assert!(
+                matches!(&error, HubError::InvalidRevision { revision: r, .. } if r == revision),
+                "{revision:?}: {error:?}"
+            );
+            assert!(text.contains("TRUSTGC_HUB_REVISION"), "{text}");
+        }
+    }
+    let long = "a".repeat(300);
+    let mut opts = options(&server, REPO, &cache);
+    opts.revision = long;
+    assert!(matches!(
+        fetch_model_dir(Pretrained::Beta8, &opts).unwrap_err(),
+        HubError::InvalidRevision { .. }
+    ));
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+    assert_eq!(files_under(&cache), before);
+    assert_eq!(files_under(&outside), vec![outside.join("ref")]);
+
+    // Valid revisions still work: a commit id, online and offline ...
+    let mut opts = options(&server, REPO, &cache);
+    opts.revision = COMMIT.to_string();
+    let dir = fetch_model_dir(Pretrained::Beta8, &opts).unwrap();
+    assert!(dir.starts_with(cache.join(format!("models--trustgc-test--mini/snapshots/{COMMIT}"))));
+    opts.offline = true;
+    assert_eq!(fetch_model_dir(Pretrained::Beta8, &opts).unwrap(), dir);
+    // ... and names git allows (not in this cache: offline, they are simply not cached).
+    for revision in [
+        "v1.0",
+        "refs/pr/1",
+        "release-2024_01",
+        "feature/x.y",
+        "ümlaut",
+    ] {
+        opts.revision = revision.to_string();
+        let error = fetch_model_dir(Pretrained::Beta8, &opts).unwrap_err();
+        assert!(
+            matches!(error, HubError::OfflineNotCached { .. }),
+            "{revision}: {error:?}"
+        );
+    }
+    assert_cache_clean(&cache);
+
+    // Repository ids are checked the same way.
+    for repo_id in [
+        "owner/..", "../x", "a\\b/c", "a/b/c", "own er/x", "a/-x", "a--b/c",
+    ] {
+        let mut opts = options(&server, REPO, &cache);
+        opts.repo_id = repo_id.to_string();
+        let error = fetch_model_dir(Pretrained::Beta8, &opts).unwrap_err();
+        assert!(
+            matches!(error, HubError::InvalidRepoId { .. }),
+            "{repo_id}: {error:?}"
+        );
+    }
+}
+
+#[test]
+fn a_planted_link_in_the_cache_is_not_followed() {
+    let server = Server::start(vec![(REPO, converted_repo())]);
+    let (cache, outside) = cache_and_outside("planted-link");
+    let dir = fetch_model_dir(Pretrained::Beta8, &options(&server, REPO, &cache)).unwrap();
+    // Someone (an old hf-hub talking to a hostile hub) left a snapshot link pointing out
+    // of the cache and a refs file naming no commit.
+    let secret = outside.join("secret.json");
+    std::fs::write(&secret, local_model().config.clone()).unwrap();
+    let link = dir.join("config.json");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let mut opts = options(&server, REPO, &cache);
+    opts.offline = true;
+    let error = fetch_model_dir(Pretrained::Beta8, &opts).unwrap_err();
+    message(&error);
+    assert!(
+        matches!(&error, HubError::UnsafeServerValue { what, .. } if what.contains("link")),
+        "{error:?}"
+    );
+    // Online, the link is replaced by a good one.
+    let dir = fetch_model_dir(Pretrained::Beta8, &options(&server, REPO, &cache)).unwrap();
+    assert!(
+        std::fs::read_link(dir.join("config.json"))
+            .unwrap()
+            .is_relative()
+    );
+    assert_eq!(std::fs::read(&secret).unwrap(), local_model().config);
+    assert_cache_clean(&cache);
+
+    std::fs::write(
+        cache.join("models--trustgc-test--mini/refs/main"),
+        "../../x",
+    )
+    .unwrap();
+    let error = fetch_model_dir(Pretrained::Beta8, &opts).unwrap_err();
+    message(&error);
+    assert!(
+        matches!(&error, HubError::UnsafeServerValue { value, .. } if value == "../../x"),
+        "{error:?}"
+    );
+}
+
+/// Options with 1 s timeouts.
+fn impatient(mut opts: HubOptions) -> HubOptions {
+    opts.connect_timeout = Duration::from_secs(1);
+    opts.read_timeout = Duration::from_secs(1);
+    opts
+}
+
+/// Fetches with `opts` (1 s timeouts, no retries): a read timeout on `file`, within a few
+/// seconds. Returns the message.
+fn times_out(opts: &HubOptions, file: &str) -> String {
+    let start = std::time::Instant::now();
+    let error = fetch_model_dir(Pretrained::Beta8, opts).unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(
+            &error,
+            HubError::Timeout { phase: TimeoutPhase::Read, after, file: f, .. }
+                if *after == Duration::from_secs(1) && f == file
+        ),
+        "{error:?}"
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    message(&error)
+}
+
+#[test]
+fn a_silent_hub_times_out() {
+    // A listener that never accepts: the kernel completes the connection, nobody answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = Server::start(vec![(REPO, converted_repo())]);
+    let cache = scratch("silent");
+    let mut opts = impatient(options(&server, REPO, &cache));
+    opts.endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let text = times_out(&opts, "beta_8/config.json");
+    assert!(
+        text.contains("TRUSTGC_HUB_READ_TIMEOUT") && text.contains("HF_HUB_OFFLINE"),
+        "{text}"
+    );
+    assert_cache_clean(&cache);
+
+    // With retries, each attempt times out; still bounded.
+    opts.max_retries = 2;
+    let start = std::time::Instant::now();
+    let error = fetch_model_dir(Pretrained::Beta8, &opts).unwrap_err();
+    assert!(matches!(error, HubError::Timeout { .. }), "{error:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A model fetched once keeps loading from the cache when the hub falls silent.
+    let good = options(&server, REPO, &cache);
+    let dir = fetch_model_dir(Pretrained::Beta8, &good).unwrap();
+    opts.max_retries = 0;
+    assert_eq!(fetch_model_dir(Pretrained::Beta8, &opts).unwrap(), dir);
+    assert_cache_clean(&cache);
+    drop(silent);
+}
+
+/// A server whose weights have `fault`, its cache folder `name`, options with 1 s
+/// timeouts, and the weights served whole.
+fn faulty_weights(fault: Fault, name: &str) -> (Server, PathBuf, HubOptions, HubFile) {
+    let weights = converted_repo().files["beta_8/model.safetensors"].clone();
+    let server = Server::start(vec![(REPO, converted_repo())]);
+    server.set_file(
+        REPO,
+        "beta_8/model.safetensors",
+        weights.clone().with_fault(fault),
+    );
+    let cache = scratch(name);
+    let opts = impatient(options(&server, REPO, &cache));
+    (server, cache, opts, weights)
+}
+
+#[test]
+fn a_hub_stalling_mid_body_times_out_and_leaves_no_partial_file() {
+    let (server, cache, opts, weights) = faulty_weights(Fault::Stall(1000), "stall");
+    let text = times_out(&opts, "beta_8/model.safetensors");
+    assert!(text.contains("nothing was cached"), "{text}");
+    assert_cache_clean(&cache);
+
+    // A small file stalling the same way, in a fresh cache.
+    let config = HubFile::plain(&local_model().config);
+    server.set_file(
+        REPO,
+        "beta_8/config.json",
+        config.clone().with_fault(Fault::Stall(10)),
+    );
+    let fresh = impatient(options(&server, REPO, &scratch("stall-config")));
+    let error = fetch_model_dir(Pretrained::Beta8, &fresh).unwrap_err();
+    assert!(matches!(error, HubError::Timeout { .. }), "{error:?}");
+    assert_cache_clean(&fresh.cache_dir);
+
+    // A partial file of a killed download (no lock held) is removed by the next run.
+    let stale = cache
+        .join("models--trustgc-test--mini/blobs")
+        .join(format!("{}.incomplete", "a".repeat(64)));
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, b"half").unwrap();
+    server.set_file(REPO, "beta_8/config.json", config);
+    server.set_file(REPO, "beta_8/model.safetensors", weights);
+    let dir = fetch_model_dir(Pretrained::Beta8, &opts).unwrap();
+    assert!(dir.join("model.safetensors").is_file());
+    assert!(!stale.exists());
+    assert_cache_clean(&cache);
+}
+
+#[test]
+fn timeouts_have_documented_defaults() {
+    let opts = HubOptions::from_env();
+    if std::env::var_os("TRUSTGC_HUB_CONNECT_TIMEOUT").is_none() {
+        assert_eq!(opts.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    }
+    if std::env::var_os("TRUSTGC_HUB_READ_TIMEOUT").is_none() {
+        assert_eq!(opts.read_timeout, DEFAULT_READ_TIMEOUT);
+    }
+    assert_eq!(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(DEFAULT_READ_TIMEOUT, Duration::from_secs(60));
+    let text = format!("{opts:?}");
+    assert!(text.contains("read_timeout"), "{text}");
 }
