@@ -1,17 +1,18 @@
-//! Classify an image with the generative classifier shipped in `weights/`, and say whether
-//! it looks like anything the model knows.
+//! Classify an image with a generative classifier, and say whether it looks like anything
+//! the model knows.
 //!
 //! ```text
 //! cargo run --release -p trustgc --example classify_image -- [IMAGE] [MODEL_DIR]
 //! ```
 //!
-//! Defaults: `examples/images/ankle-boot.png` and `weights/fashion-mnist`.
+//! Defaults: `examples/images/ankle-boot.png` and the Fashion-MNIST model shipped inside
+//! the crate (`Shipped::FashionMnist`, the same as `weights/fashion-mnist`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::backend::Flex;
-use trustgc::Classifier;
+use trustgc::burn::backend::Flex;
+use trustgc::{Classifier, Shipped};
 
 fn main() -> ExitCode {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -20,13 +21,14 @@ fn main() -> ExitCode {
         .next()
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("examples/images/ankle-boot.png"));
-    let model = args
-        .next()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("weights/fashion-mnist"));
+    let model = args.next().map(PathBuf::from);
 
     let device = Default::default();
-    let classifier = match Classifier::<Flex>::from_dir(&model, &device) {
+    let opened = match &model {
+        Some(dir) => Classifier::<Flex>::from_dir(dir, &device),
+        None => Classifier::<Flex>::shipped(Shipped::FashionMnist, &device),
+    };
+    let classifier = match opened {
         Ok(classifier) => classifier,
         Err(e) => {
             eprintln!("error: {e}");
@@ -55,10 +57,7 @@ fn main() -> ExitCode {
     }
     match result.verdict_text() {
         Some(verdict) => println!("  verdict: {verdict}"),
-        None => println!(
-            "  (no out-of-distribution statistics in {})",
-            model.display()
-        ),
+        None => println!("  (the model has no out-of-distribution statistics)"),
     }
     ExitCode::SUCCESS
 }

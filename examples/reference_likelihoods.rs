@@ -18,8 +18,10 @@ use std::process::ExitCode;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use trustgc::convert::load_checkpoint;
-use trustgc::import::{RawValues, load_reference_safetensors, read_safetensors};
+use trustgc::weights::Values;
+use trustgc::weights::reference::load_checkpoint;
+use trustgc::weights::reference::load_reference_safetensors;
+use trustgc::weights::safetensors::read_safetensors;
 use trustgc::{GcConfig, Mode};
 
 fn main() -> ExitCode {
@@ -66,7 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (RawValues::Float(values), [batch, c, h, w]) = (&x.values, x.shape.as_slice()) else {
+    let (Values::Float(values), [batch, c, h, w]) = (&x.values, x.shape.as_slice()) else {
         eprintln!(
             "error: `x` must be a float tensor [batch, channels, height, width], got {:?}",
             x.shape

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use burn::backend::Flex;
 use burn::tensor::Tensor;
 use common::*;
-use trustgc::convert::{ConvertError, convert_checkpoint, load_checkpoint};
-use trustgc::import::load_reference_safetensors;
-use trustgc::native::load_safetensors;
+use trustgc::weights::convert::{ConvertError, convert_checkpoint};
+use trustgc::weights::reference::load_checkpoint;
+use trustgc::weights::reference::load_reference_safetensors;
+use trustgc::weights::safetensors::load_safetensors;
 use trustgc::{GenerativeClassifier, Mode};
 
 type B = Flex;

@@ -11,7 +11,7 @@ use burn::backend::Flex;
 use burn::tensor::{DType, Tensor, TensorData};
 use common::*;
 use trustgc::core::params::cast_floats;
-use trustgc::import::load_reference_safetensors;
+use trustgc::weights::reference::load_reference_safetensors;
 use trustgc::{GenerativeClassifier, Mode};
 
 type B = Flex;

@@ -20,8 +20,9 @@ use burn::tensor::activation::relu;
 use burn::tensor::{DType, Tensor, TensorData};
 use common::*;
 use trustgc::core::keymap::{Role, key_table};
+use trustgc::core::layers::Invertible;
 use trustgc::core::params::{cast_floats, parameter_gradients, parameter_values};
-use trustgc::import::load_reference_safetensors;
+use trustgc::weights::reference::load_reference_safetensors;
 use trustgc::{Beta, GenerativeClassifier, Mode};
 
 type B = Autodiff<Flex>;
@@ -204,7 +205,7 @@ fn the_float32_kink_is_real() {
     let m = Mode::Train;
     let x: Tensor<B, 4> = tensor("x", &device);
     let (x, _) = f.entry.forward(x.cast(DType::F64), m);
-    let (x, _) = f.haar.forward(x);
+    let (x, _) = f.haar.forward(x, m);
     let (x, _) = f.entry_1x1.forward(x, m);
     let (x, _) = f.stages[0].blocks[0].forward(x, m);
     let (x, _) = f.stages[1].down.as_ref().unwrap().forward(x, m);

@@ -10,7 +10,9 @@ use burn::backend::Flex;
 use common::*;
 use safetensors::tensor::{Dtype, TensorView};
 use trustgc::LoadError;
-use trustgc::import::{RawTensor, RawValues, load_reference_safetensors, read_safetensors};
+use trustgc::weights::reference::load_reference_safetensors;
+use trustgc::weights::safetensors::read_safetensors;
+use trustgc::weights::{DType, Tensor as RawTensor, Values as RawValues};
 
 type B = Flex;
 
@@ -26,7 +28,7 @@ fn write(name: &str, tensors: &HashMap<String, RawTensor>) -> PathBuf {
     let buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(key, t)| match &t.values {
-            RawValues::Float(v) if t.dtype == "F64" => (
+            RawValues::Float(v) if t.dtype == DType::F64 => (
                 key.clone(),
                 Dtype::F64,
                 t.shape.clone(),
@@ -137,7 +139,7 @@ fn float64_weights_load() {
     let mut tensors = mini_tensors();
     for t in tensors.values_mut() {
         if matches!(t.values, RawValues::Float(_)) {
-            t.dtype = "F64".into();
+            t.dtype = DType::F64;
         }
     }
     load(&write("f64", &tensors)).expect("float64 weights are accepted");

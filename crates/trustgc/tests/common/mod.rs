@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use trustgc::GcConfig;
-use trustgc::import::{RawTensor, RawValues, read_safetensors};
+use trustgc::weights::safetensors::read_safetensors;
+use trustgc::weights::{Tensor as RawTensor, Values as RawValues};
 
 /// `../shared/golden` beside the checkout, or `$TRUSTGC_GOLDEN`. Panics (fails the test)
 /// when it is missing: golden tests never skip.

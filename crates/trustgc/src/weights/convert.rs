@@ -1,7 +1,7 @@
-//! Converting the authors' original PyTorch checkpoints (`beta_X.avg.pt`, REFERENCE.md §5)
-//! into a trustgc model folder: `config.json` (the [`GcConfig`]), `model.safetensors`
-//! (trustgc's parameter names, permutations as index vectors, Haar and DCT tensors
-//! included) and a model card `README.md`.
+//! Converting the authors' original PyTorch checkpoints (the released `beta_X.avg.pt`,
+//! see [`Pretrained`]) into a trustgc model folder: `config.json` (the [`GcConfig`]),
+//! `model.safetensors` (trustgc's parameter names, permutations as index vectors, Haar and
+//! DCT tensors included) and a model card `README.md`.
 //!
 //! The `.pt` file is read by [`trustgc_checkpoint`], which never executes pickled code;
 //! optimizer state and activations saved with the model are skipped unread. Every key,
@@ -9,18 +9,17 @@
 //! and the folder appears atomically (written under a temporary name, then renamed), so
 //! loading the folder gives bit-identical outputs to loading the `.pt` itself.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
-use trustgc_checkpoint::{CheckpointError, Values, default_keep, read_checkpoint};
-use trustgc_core::{GcConfig, GenerativeClassifier};
+use trustgc_checkpoint::CheckpointError;
+use trustgc_core::{Beta, GcConfig};
 
-use crate::LoadError;
-use crate::import::{RawTensor, RawValues, model_from_reference_tensors, reference_to_native};
-use crate::native::native_to_safetensors_bytes;
+use super::reference::{read_reference_checkpoint, reference_to_native};
+use super::safetensors::{native_to_safetensors_bytes, partial_sibling};
+use super::{LoadError, SaveError};
+use crate::hub::catalog::Pretrained;
 
-/// Why a checkpoint could not be converted.
+/// Why a checkpoint could not be converted (or loaded).
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
     /// The `.pt` file could not be read safely.
@@ -47,63 +46,9 @@ pub enum ConvertError {
         /// The folder.
         path: PathBuf,
     },
-    /// Writing the output failed.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The file or folder.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Encoding `model.safetensors` failed.
-    #[error("cannot encode {path}: {source}")]
-    Encode {
-        /// The file.
-        path: PathBuf,
-        /// The encoder's error.
-        #[source]
-        source: safetensors::SafeTensorError,
-    },
-}
-
-/// Reads a reference checkpoint's tensors (without `opt` and `inn.tmp_var_*`).
-pub fn read_reference_checkpoint(path: &Path) -> Result<HashMap<String, RawTensor>, ConvertError> {
-    let checkpoint = read_checkpoint(path, default_keep).map_err(|source| ConvertError::Read {
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    })?;
-    Ok(checkpoint
-        .tensors
-        .into_iter()
-        .map(|(key, t)| {
-            let values = match t.values {
-                Values::Float(v) => RawValues::Float(v),
-                Values::Int(v) => RawValues::Int(v),
-            };
-            (
-                key,
-                RawTensor {
-                    shape: t.shape,
-                    dtype: t.dtype.name().to_string(),
-                    values,
-                },
-            )
-        })
-        .collect())
-}
-
-/// Loads a reference checkpoint (`.pt`, zip or legacy) as a model of `config`.
-pub fn load_checkpoint<B: Backend>(
-    path: &Path,
-    config: &GcConfig,
-    device: &B::Device,
-) -> Result<GenerativeClassifier<B>, ConvertError> {
-    let tensors = read_reference_checkpoint(path)?;
-    model_from_reference_tensors(config, &tensors, device).map_err(|source| ConvertError::Load {
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    })
+    /// Writing or encoding the output failed; nothing was left behind.
+    #[error(transparent)]
+    Write(#[from] SaveError),
 }
 
 /// What the model card says about the released file, when its name is one of them.
@@ -112,26 +57,30 @@ fn card(pt: &Path, config: &GcConfig, bytes: u64) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let reported: &[(&str, &str, &str)] = &[
-        ("beta_0.avg.pt", "0", "not reported"),
-        ("beta_1.avg.pt", "1", "67.30 %"),
-        ("beta_2.avg.pt", "2", "71.73 %"),
-        ("beta_4.avg.pt", "4", "73.69 %"),
-        ("beta_8.avg.pt", "8", "74.59 %"),
-        ("beta_16.avg.pt", "16", "75.54 %"),
-        ("beta_32.avg.pt", "32", "76.18 %"),
-        ("beta_inf.avg.pt", "∞", "76.27 %"),
-    ];
-    let (beta, top1) = reported
-        .iter()
-        .find(|(file, _, _)| *file == name)
-        .map(|(_, b, a)| (b.to_string(), a.to_string()))
-        .unwrap_or_else(|| {
-            (
-                "unknown (not a released file name)".into(),
-                "unknown".into(),
-            )
-        });
+    let variant = Pretrained::from_file_name(&name);
+    let beta = match variant.map(Pretrained::beta) {
+        Some(Beta::Infinity) => "∞".to_string(),
+        Some(Beta::Finite(beta)) => beta.to_string(),
+        None => "unknown (not a released file name)".to_string(),
+    };
+    let top1 = match variant {
+        Some(variant) => match variant.reported_top1() {
+            Some(top1) => format!("{top1:.2} %"),
+            None => "not reported".to_string(),
+        },
+        None => "unknown".to_string(),
+    };
+    let measured: Vec<String> = Pretrained::ALL
+        .into_iter()
+        .filter_map(|v| {
+            let top1 = v.publicly_measured_top1()?;
+            let beta = match v.beta() {
+                Beta::Infinity => "∞".to_string(),
+                Beta::Finite(beta) => beta.to_string(),
+            };
+            Some(format!("β={beta} {top1:.2} %"))
+        })
+        .collect();
     format!(
         "# {name} converted for trustgc\n\n\
          - Source: `{name}` ({bytes} bytes), a checkpoint of the ImageNet generative classifier (IB-INN) of \
@@ -139,20 +88,30 @@ fn card(pt: &Path, config: &GcConfig, bytes: u64) -> String {
          Classification\" (CVPR 2021), released by the authors (https://github.com/RayDeeA/ibinn_imagenet).\n\
          - β of the IB objective: {beta}.\n\
          - Top-1 ImageNet validation accuracy reported in the paper (1 crop): {top1}. A public report \
-         (ibinn_imagenet issue #7) measured much lower accuracy for some released files (β=2 0.56 %, \
-         β=32 36.81 %, β=∞ 74.40 %); trustgc has not measured it.\n\
+         (ibinn_imagenet issue #7) measured much lower accuracy for some released files ({}); \
+         trustgc has not measured it.\n\
          - Architecture: {} classes, input {:?}, {} loss dimensions, low-rank k = {}.\n\
          - Converted by `trustgc convert`: optimizer state and saved activations dropped; permutation \
          matrices stored as index vectors; every key, shape and fixed tensor checked.\n\
          - Licence: the weights are the authors'; see their repository for the terms under which they \
          are released. trustgc's code is MIT-licensed.\n",
-        config.n_classes, config.input_shape, config.n_loss_dims, config.mu_low_rank_k
+        measured.join(", "),
+        config.n_classes,
+        config.input_shape,
+        config.n_loss_dims,
+        config.mu_low_rank_k
     )
 }
 
 /// Converts the PyTorch checkpoint `pt` of a model with architecture `config` into the
 /// model folder `out_dir` (`config.json`, `model.safetensors`, `README.md`), which must
 /// not exist yet.
+///
+/// # Errors
+/// [`ConvertError::Exists`] when `out_dir` exists; [`ConvertError::Read`] or
+/// [`ConvertError::Load`] when the checkpoint cannot be read or does not fit `config`;
+/// [`ConvertError::Write`] when writing fails (nothing is left
+/// behind then).
 pub fn convert_checkpoint(
     pt: &Path,
     config: &GcConfig,
@@ -170,25 +129,14 @@ pub fn convert_checkpoint(
     })?;
     drop(tensors);
     let weights = out_dir.join("model.safetensors");
-    let bytes = native_to_safetensors_bytes(&native).map_err(|source| ConvertError::Encode {
+    let bytes = native_to_safetensors_bytes(&native).map_err(|source| SaveError::Encode {
         path: weights.clone(),
         source,
     })?;
     let size = std::fs::metadata(pt).map(|m| m.len()).unwrap_or(0);
 
-    let parent = out_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ConvertError::Io { path, source }
-    };
+    let partial = partial_sibling(out_dir);
+    let io = SaveError::io;
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(io(&partial))?;
     let result = (|| {
@@ -205,5 +153,29 @@ pub fn convert_checkpoint(
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&partial);
     }
-    result
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_card_names_the_released_variant() {
+        let card = card(Path::new("/x/beta_inf.avg.pt"), &GcConfig::imagenet(), 7);
+        assert!(card.contains("β of the IB objective: ∞."), "{card}");
+        assert!(card.contains("(1 crop): 76.27 %"), "{card}");
+        assert!(
+            card.contains("β=2 0.56 %, β=32 36.81 %, β=∞ 74.40 %"),
+            "{card}"
+        );
+        let card = card_of("beta_0.avg.pt");
+        assert!(card.contains("IB objective: 0.") && card.contains("not reported"));
+        let card = card_of("mine.pt");
+        assert!(card.contains("unknown (not a released file name)"));
+    }
+
+    fn card_of(name: &str) -> String {
+        card(Path::new(name), &GcConfig::imagenet(), 1)
+    }
 }

@@ -1,0 +1,345 @@
+//! Out-of-distribution verdicts: [`OodStats`], the typicality statistics stored as
+//! `ood.json` beside a model, and the [`Verdict`] they give for one input.
+
+use serde::{Deserialize, Serialize};
+
+/// How one input relates to the classes, decided by typicality tests (see [`OodStats`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Typical, and typical of exactly one class.
+    Confident {
+        /// The class.
+        class: usize,
+    },
+    /// Typical of several classes.
+    Ambiguous {
+        /// The classes, most likely first.
+        classes: Vec<usize>,
+    },
+    /// Typical of no class: the model has not seen anything like it.
+    OutOfDistribution {
+        /// `log p(x)/D` was outside the typical range of in-distribution inputs.
+        atypical_marginal: bool,
+    },
+}
+
+/// Why [`OodStats`] do not fit a model (or cannot be right).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum OodCheckError {
+    /// Not one class threshold per class.
+    #[error("{thresholds} class thresholds for a model of {classes} classes")]
+    Classes {
+        /// Thresholds in the statistics.
+        thresholds: usize,
+        /// Classes of the model.
+        classes: usize,
+    },
+    /// `alpha` outside (0, 1).
+    #[error("alpha = {alpha} is not in (0, 1)")]
+    Alpha {
+        /// The value.
+        alpha: f64,
+    },
+    /// `min_posterior` outside (0, 1].
+    #[error("min_posterior = {min_posterior} is not in (0, 1]")]
+    MinPosterior {
+        /// The value.
+        min_posterior: f64,
+    },
+    /// The typical range of `log p(x)/D` is empty (or NaN).
+    #[error("the typical range [{low}, {high}] is empty")]
+    EmptyRange {
+        /// Its lower bound.
+        low: f64,
+        /// Its upper bound.
+        high: f64,
+    },
+}
+
+/// Reference statistics of in-distribution data for the typicality tests, stored as
+/// `ood.json` beside a model (`trustgc fit-ood` computes them).
+///
+/// Two typicality tests, each with thresholds that are quantiles of the calibration
+/// images' scores:
+///
+/// - the marginal test: `log p(x)/D` (nats per dimension) must lie in the range holding
+///   `1 − alpha` of the calibration images (`alpha/2` cut on each side);
+/// - the class test of class `y`: the latent's distance from the class mean,
+///   `‖z_fc − μ_y‖² / n_loss_dims` ([`Likelihoods::class_distances`](crate::Likelihoods::class_distances)), must not exceed the
+///   `1 − alpha` quantile of that distance over calibration images of class `y`.
+///
+/// `alpha` is the false-alarm rate of each test: the rate at which it calls
+/// in-distribution inputs atypical. The class test looks at the class dimensions because
+/// `log p(x|y)` of all classes share the flow's log-determinant and the other dimensions'
+/// term, which dominate it: an input can have a typical `log p(x)` (the flow compresses
+/// it as much as it does real images) while its latent lies far from every class mean.
+///
+/// A class *agrees* with an input when the input passes that class's test and the class
+/// holds at least `min_posterior` of the posterior. The verdict: out of distribution when
+/// the marginal test fails or no class agrees; confident when exactly one class agrees;
+/// ambiguous when several do.
+/// The rate of calibration images whose verdict is not "confident in their own class"
+/// (misclassified, ambiguous or called out of distribution) is `false_alarm_rate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OodStats {
+    /// The per-test false-alarm rate the thresholds were set for.
+    pub alpha: f64,
+    /// Typical range of `log p(x)/D`: lower bound (the `alpha/2` quantile).
+    pub marginal_low: f64,
+    /// Typical range of `log p(x)/D`: upper bound (the `1 − alpha/2` quantile).
+    pub marginal_high: f64,
+    /// For each class, the `1 − alpha` quantile of `‖z_fc − μ_y‖² / n_loss_dims` over
+    /// calibration images of that class: an input at most this far passes the class test.
+    pub class_max_distance: Vec<f64>,
+    /// The least posterior `p(y|x)` of a class that agrees with an input.
+    pub min_posterior: f64,
+    /// Calibration images used.
+    pub images: usize,
+    /// Fraction of calibration images whose verdict was not `Confident` with their own
+    /// label (a measured false-alarm rate of the whole procedure).
+    pub false_alarm_rate: f64,
+    /// Where the calibration images came from.
+    pub source: String,
+}
+
+impl OodStats {
+    /// The verdict for one input's scores.
+    pub fn verdict(
+        &self,
+        log_marginal_per_dim: f64,
+        class_distances: &[f64],
+        log_posterior: &[f64],
+    ) -> Verdict {
+        let atypical = !(log_marginal_per_dim >= self.marginal_low
+            && log_marginal_per_dim <= self.marginal_high);
+        if atypical {
+            return Verdict::OutOfDistribution {
+                atypical_marginal: true,
+            };
+        }
+        let min_log_posterior = self.min_posterior.ln();
+        let mut agreeing: Vec<usize> = (0..class_distances.len())
+            .filter(|&y| {
+                self.class_max_distance
+                    .get(y)
+                    .is_some_and(|&max| class_distances[y] <= max)
+                    && log_posterior
+                        .get(y)
+                        .is_some_and(|&p| p >= min_log_posterior)
+            })
+            .collect();
+        agreeing.sort_by(|&a, &b| log_posterior[b].total_cmp(&log_posterior[a]));
+        match agreeing.len() {
+            0 => Verdict::OutOfDistribution {
+                atypical_marginal: false,
+            },
+            1 => Verdict::Confident { class: agreeing[0] },
+            _ => Verdict::Ambiguous { classes: agreeing },
+        }
+    }
+
+    /// Checks the statistics against a model of `classes` classes: one threshold per
+    /// class, `alpha` in (0, 1), `min_posterior` in (0, 1], an ordered marginal range.
+    ///
+    /// # Errors
+    /// The first [`OodCheckError`] found, in that order.
+    pub fn check(&self, classes: usize) -> Result<(), OodCheckError> {
+        if self.class_max_distance.len() != classes {
+            return Err(OodCheckError::Classes {
+                thresholds: self.class_max_distance.len(),
+                classes,
+            });
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(OodCheckError::Alpha { alpha: self.alpha });
+        }
+        if !(self.min_posterior > 0.0 && self.min_posterior <= 1.0) {
+            return Err(OodCheckError::MinPosterior {
+                min_posterior: self.min_posterior,
+            });
+        }
+        let (low, high) = (self.marginal_low, self.marginal_high);
+        if low.is_nan() || high.is_nan() || low > high {
+            return Err(OodCheckError::EmptyRange { low, high });
+        }
+        Ok(())
+    }
+
+    /// Fits the statistics on calibration inputs: their `log p(x)/D`, class distances,
+    /// log posteriors and labels.
+    pub fn fit(
+        alpha: f64,
+        min_posterior: f64,
+        marginal: &[f64],
+        class_distances: &[Vec<f64>],
+        log_posteriors: &[Vec<f64>],
+        labels: &[usize],
+        source: String,
+    ) -> Self {
+        let quantile = |mut v: Vec<f64>, q: f64| -> f64 {
+            v.retain(|x| x.is_finite());
+            if v.is_empty() {
+                return f64::NEG_INFINITY;
+            }
+            v.sort_by(f64::total_cmp);
+            let pos = q * (v.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+        };
+        let k = class_distances.first().map_or(0, Vec::len);
+        let class_max_distance = (0..k)
+            .map(|y| {
+                let own: Vec<f64> = labels
+                    .iter()
+                    .zip(class_distances)
+                    .filter(|(l, _)| **l == y)
+                    .map(|(_, s)| s[y])
+                    .collect();
+                quantile(own, 1.0 - alpha)
+            })
+            .collect();
+        let mut stats = OodStats {
+            alpha,
+            marginal_low: quantile(marginal.to_vec(), alpha / 2.0),
+            marginal_high: quantile(marginal.to_vec(), 1.0 - alpha / 2.0),
+            class_max_distance,
+            min_posterior,
+            images: labels.len(),
+            false_alarm_rate: 0.0,
+            source,
+        };
+        let alarms = labels
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| {
+                stats.verdict(marginal[*i], &class_distances[*i], &log_posteriors[*i])
+                    != Verdict::Confident { class: **l }
+            })
+            .count();
+        stats.false_alarm_rate = alarms as f64 / labels.len().max(1) as f64;
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classifier::logsumexp;
+
+    /// Loss dimensions of the synthetic inputs: posteriors are `softmax(−D/2 · distance)`.
+    const D: f64 = 100.0;
+
+    fn log_posterior(distances: &[f64]) -> Vec<f64> {
+        let joint: Vec<f64> = distances.iter().map(|d| -0.5 * D * d).collect();
+        let norm = logsumexp(&joint);
+        joint.iter().map(|j| j - norm).collect()
+    }
+
+    /// `log p(x)/D`, class distances, log posteriors, labels.
+    type Calibration = (Vec<f64>, Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<usize>);
+
+    /// Calibration scores of two well separated classes.
+    fn calibration() -> Calibration {
+        let (mut marginal, mut distances, mut posteriors, mut labels) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..200 {
+            let label = i % 2;
+            let jitter = (i as f64 * 0.37).sin() * 0.1;
+            let (own, other) = (1.0 + jitter, 3.0 + jitter);
+            marginal.push(-1.2 + jitter);
+            let d = if label == 0 {
+                vec![own, other]
+            } else {
+                vec![other, own]
+            };
+            posteriors.push(log_posterior(&d));
+            distances.push(d);
+            labels.push(label);
+        }
+        (marginal, distances, posteriors, labels)
+    }
+
+    #[test]
+    fn verdicts_follow_the_typicality_tests() {
+        let (marginal, distances, posteriors, labels) = calibration();
+        let stats = OodStats::fit(
+            0.02,
+            0.1,
+            &marginal,
+            &distances,
+            &posteriors,
+            &labels,
+            "synthetic".into(),
+        );
+        assert!(stats.marginal_low < stats.marginal_high);
+        assert!(
+            stats
+                .class_max_distance
+                .iter()
+                .all(|&d| d > 1.05 && d <= 1.1)
+        );
+        // At most the two tails of the marginal and one class tail fail: ≤ 2·alpha here.
+        assert!(stats.false_alarm_rate <= 0.04, "{}", stats.false_alarm_rate);
+        let verdict = |marginal: f64, d: &[f64]| stats.verdict(marginal, d, &log_posterior(d));
+        assert_eq!(verdict(-1.2, &[1.0, 3.0]), Verdict::Confident { class: 0 });
+        assert_eq!(verdict(-1.2, &[3.0, 1.0]), Verdict::Confident { class: 1 });
+        // Both classes near, posteriors 0.51 and 0.49: ambiguous, likelier first.
+        assert_eq!(
+            verdict(-1.2, &[1.001, 1.0]),
+            Verdict::Ambiguous {
+                classes: vec![1, 0]
+            }
+        );
+        // Both classes near (1.08 passes class 1's test), but class 1 holds 1.8 % of the
+        // posterior: not a live alternative.
+        assert!(1.08 <= stats.class_max_distance[1]);
+        assert_eq!(verdict(-1.2, &[1.0, 1.08]), Verdict::Confident { class: 0 });
+        // Far too unlikely, or suspiciously likely: out of distribution either way.
+        for marginal in [-9.0, 5.0, f64::NAN] {
+            assert_eq!(
+                verdict(marginal, &[1.0, 3.0]),
+                Verdict::OutOfDistribution {
+                    atypical_marginal: true
+                },
+                "{marginal}"
+            );
+        }
+        // A typical log p(x), but a latent far from every class mean.
+        assert_eq!(
+            verdict(-1.2, &[5.0, 5.0]),
+            Verdict::OutOfDistribution {
+                atypical_marginal: false
+            }
+        );
+        // Fitted statistics pass their own check; statistics of another model do not.
+        assert_eq!(stats.check(2), Ok(()));
+        let error = stats.check(3).unwrap_err();
+        assert_eq!(
+            error,
+            OodCheckError::Classes {
+                thresholds: 2,
+                classes: 3
+            }
+        );
+        assert!(error.to_string().contains("2 class thresholds"));
+        let mut broken = stats.clone();
+        broken.min_posterior = 0.0;
+        let error = broken.check(2).unwrap_err();
+        assert!(matches!(error, OodCheckError::MinPosterior { .. }));
+        assert!(error.to_string().contains("min_posterior"));
+        let mut broken = stats.clone();
+        broken.marginal_low = f64::NAN;
+        assert!(broken.check(2).is_err());
+        // The statistics survive a JSON round trip (they are stored as ood.json).
+        let back: OodStats = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
+        assert_eq!(back, stats);
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable() {
+        assert!((logsumexp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-12);
+        assert_eq!(logsumexp(&[f64::NEG_INFINITY]), f64::NEG_INFINITY);
+    }
+}
