@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use trustgc::preprocess::{model_input, read_image};
+use trustgc::preprocess::read_model_input;
 use trustgc::{Classifier, Likelihoods, OodStats, Verdict};
 use trustgc_backend::{BackendTask, run_on};
 use trustgc_core::input::InputSpec;
@@ -24,7 +24,8 @@ pub struct ClassifyArgs {
     /// Image files (PNG or JPEG).
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// A shipped model's name or a model folder.
+    /// A shipped model's name (built into the binary), a model folder, or a released
+    /// model on the hub (`hub:beta_8`).
     #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
     model: String,
     /// How many classes to list per image.
@@ -79,8 +80,9 @@ pub struct FitOodArgs {
     /// classes make a verdict ambiguous).
     #[arg(long, default_value_t = 0.1)]
     min_posterior: f64,
-    /// A shipped model's name or a model folder (`ood.json` is written into it).
-    #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
+    /// The model folder (`ood.json` is written into it; the shipped models are built into
+    /// the binary: give their folder, e.g. `weights/fashion-mnist` in the repository).
+    #[arg(long)]
     model: String,
     /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N`.
     #[arg(long)]
@@ -119,7 +121,7 @@ impl BackendTask for ClassifyTask {
 
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
         let args = self.args;
-        let classifier: Classifier<B> = model_dir::classifier(&args.model, &device)?;
+        let classifier: Classifier<B> = model_dir::resolve(&args.model)?.classifier(&device)?;
         let bar = (args.images.len() > 1 && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(args.images.len() as u64);
             bar.set_style(
@@ -178,7 +180,8 @@ pub fn classify(args: ClassifyArgs) -> Result<usize, BoxError> {
 /// `trustgc preprocess`.
 pub fn preprocess(args: PreprocessArgs) -> Result<(), BoxError> {
     let spec = match (&args.model, args.preset.as_deref()) {
-        (Some(model), _) => trustgc::classifier::read_model_config(&model_dir::resolve(model))?
+        (Some(model), _) => model_dir::resolve(model)?
+            .config()?
             .input
             .ok_or("the model has no input representation")?,
         (None, Some("imagenet")) | (None, None) => InputSpec::imagenet(),
@@ -189,8 +192,7 @@ pub fn preprocess(args: PreprocessArgs) -> Result<(), BoxError> {
     let [c, h, w] = spec.model_shape();
     let mut data: Vec<f32> = Vec::with_capacity(args.images.len() * c * h * w);
     for path in &args.images {
-        let image = read_image(path)?;
-        data.extend(model_input(&image, &spec, path)?);
+        data.extend(read_model_input(path, &spec)?);
     }
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = safetensors::tensor::TensorView::new(
@@ -199,7 +201,7 @@ pub fn preprocess(args: PreprocessArgs) -> Result<(), BoxError> {
         &bytes,
     )?;
     let encoded = safetensors::serialize(vec![("x".to_string(), view)], None)?;
-    trustgc::native::write_atomically(&args.output, &encoded)?;
+    trustgc::weights::safetensors::write_atomically(&args.output, &encoded)?;
     eprintln!(
         "wrote x [{}, {c}, {h}, {w}] to {}",
         args.images.len(),
@@ -217,7 +219,7 @@ impl BackendTask for FitOodTask {
 
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
         let args = self.args;
-        let dir = model_dir::resolve(&args.model);
+        let dir = model_dir::resolve(&args.model)?.writable_dir()?;
         // The statistics in `ood.json` (if any) are being replaced: not read.
         let (config, model) = model_dir::load::<B>(&dir, &device)?;
         let classifier = Classifier::new(config.clone(), model, &device);
@@ -340,7 +342,10 @@ pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
     let spec = crate::device(&args.device)?;
     let (stats, held_out, dir) = run_on(&spec, FitOodTask { args })??;
     let path = dir.join("ood.json");
-    trustgc::native::write_atomically(&path, serde_json::to_string_pretty(&stats)?.as_bytes())?;
+    trustgc::weights::safetensors::write_atomically(
+        &path,
+        serde_json::to_string_pretty(&stats)?.as_bytes(),
+    )?;
     println!(
         "fitted on {} images (alpha {}): log p(x)/D typical range [{:.4}, {:.4}]",
         stats.images, stats.alpha, stats.marginal_low, stats.marginal_high

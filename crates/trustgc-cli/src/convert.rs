@@ -36,7 +36,7 @@ pub fn convert(args: ConvertArgs) -> Result<(), BoxError> {
             return Err(format!("--preset {other}: only `imagenet` is built in").into());
         }
     };
-    trustgc::convert::convert_checkpoint(&args.checkpoint, &config, &args.out)?;
+    trustgc::weights::convert::convert_checkpoint(&args.checkpoint, &config, &args.out)?;
     println!(
         "wrote {} (config.json, model.safetensors, README.md)",
         args.out.display()

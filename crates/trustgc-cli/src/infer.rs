@@ -8,12 +8,15 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use safetensors::tensor::TensorView;
-use trustgc::import::{RawTensor, RawValues, model_from_reference_tensors, read_safetensors};
-use trustgc::native::{model_from_tensors, write_atomically};
+use trustgc::weights::reference::model_from_reference_tensors;
+use trustgc::weights::safetensors::read_safetensors;
+use trustgc::weights::safetensors::{model_from_tensors, write_atomically};
+use trustgc::weights::{Tensor as RawTensor, Values as RawValues};
 use trustgc_backend::{BackendTask, run_on};
+use trustgc_core::flow::FlowInverse;
 use trustgc_core::{GcConfig, GenerativeClassifier, Mode};
 
-use crate::model_dir;
+use crate::model_dir::{self, ModelRef};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -48,9 +51,9 @@ fn load_model<B: Backend>(
     args: &InferArgs,
     device: &B::Device,
 ) -> Result<(GcConfig, GenerativeClassifier<B>), BoxError> {
-    let dir = model_dir::resolve(&args.weights);
-    if dir.is_dir() {
-        return Ok(model_dir::load::<B>(&dir, device)?);
+    match model_dir::resolve(&args.weights)? {
+        ModelRef::Dir(dir) if !dir.is_dir() => {}
+        model => return Ok(model.load(device)?),
     }
     let path = Path::new(&args.weights);
     let config = match &args.config {
@@ -62,7 +65,7 @@ fn load_model<B: Backend>(
         None => GcConfig::imagenet(),
     };
     if path.extension().is_some_and(|e| e == "pt") {
-        let model = trustgc::convert::load_checkpoint::<B>(path, &config, device)?;
+        let model = trustgc::weights::reference::load_checkpoint::<B>(path, &config, device)?;
         return Ok((config, model));
     }
     let tensors = read_safetensors(path)?;
@@ -153,7 +156,7 @@ impl BackendTask for InferTask {
                 )
                 .into());
             }
-            let (x, log_det) = model.flow.inverse(z_fc, z_conv, Mode::Eval);
+            let FlowInverse { x, log_det } = model.flow.inverse(z_fc, z_conv, Mode::Eval);
             write(
                 &args.output,
                 vec![

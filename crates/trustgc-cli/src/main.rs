@@ -49,26 +49,40 @@ pub(crate) fn device(
 }
 
 /// Exit code when some images could not be classified (the others were).
-const EXIT_SOME_FAILED: i32 = 3;
+const EXIT_SOME_FAILED: u8 = 3;
 
+/// What a command that ran to its end reports.
+enum Outcome {
+    /// Everything was done.
+    Done,
+    /// Some of the inputs failed (each reported on stderr), the others were done.
+    SomeFailed,
+}
+
+/// The only place that decides the exit status: 0 when done, 3 when some images could
+/// not be classified, 1 on an error (printed with its causes), 2 on bad arguments (clap).
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let done = |result: Result<(), Box<dyn std::error::Error>>| result.map(|()| Outcome::Done);
     let result = match cli.command {
-        Command::Train(args) => train::train(args),
-        Command::Finetune(args) => train::finetune(args),
-        Command::Eval(args) => train::eval(args),
+        Command::Train(args) => done(train::train(args)),
+        Command::Finetune(args) => done(train::finetune(args)),
+        Command::Eval(args) => done(train::eval(args)),
         Command::Classify(args) => classify::classify(args).map(|failures| {
             if failures > 0 {
-                std::process::exit(EXIT_SOME_FAILED);
+                Outcome::SomeFailed
+            } else {
+                Outcome::Done
             }
         }),
-        Command::Preprocess(args) => classify::preprocess(args),
-        Command::FitOod(args) => classify::fit_ood(args),
-        Command::Infer(args) => infer::infer(args),
-        Command::Convert(args) => convert::convert(args),
+        Command::Preprocess(args) => done(classify::preprocess(args)),
+        Command::FitOod(args) => done(classify::fit_ood(args)),
+        Command::Infer(args) => done(infer::infer(args)),
+        Command::Convert(args) => done(convert::convert(args)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::SomeFailed) => ExitCode::from(EXIT_SOME_FAILED),
         Err(e) => {
             eprintln!("error: {e}");
             let mut source = std::error::Error::source(&*e);

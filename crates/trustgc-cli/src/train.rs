@@ -92,9 +92,10 @@ pub struct FinetuneArgs {
 /// `trustgc eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// The model folder (config.json + model.safetensors).
+    /// A shipped model's name (built into the binary), a model folder (config.json +
+    /// model.safetensors), or a released model on the hub (`hub:beta_8`).
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// Folder with the IDX files (grayscale models) or with class folders of photos.
     #[arg(long)]
     data: PathBuf,
@@ -245,7 +246,7 @@ pub fn train(args: TrainArgs) -> Result<(), BoxError> {
 
 /// `trustgc finetune`.
 pub fn finetune(args: FinetuneArgs) -> Result<(), BoxError> {
-    let model = trustgc::classifier::read_model_config(&args.from)?;
+    let model = trustgc::weights::model_dir::read_model_config(&args.from)?;
     let data = args.options.data.clone().ok_or("--data is needed")?;
     let mut config = TrainConfig::fashion_mnist(data);
     config.model = model;
@@ -278,8 +279,7 @@ impl BackendTask for EvalTask {
 
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
         let args = self.args;
-        let (config, model) =
-            model_dir::load::<B>(&model_dir::resolve(&args.model.to_string_lossy()), &device)?;
+        let (config, model) = model_dir::resolve(&args.model)?.load::<B>(&device)?;
         let show = !args.json;
         let progress = |done: usize, total: usize| {
             if show {
@@ -319,15 +319,7 @@ impl BackendTask for EvalTask {
                     PhotoSpec::from_input(spec).expect("an ImageNet spec"),
                     args.skip_bad_images,
                 )?;
-                if photos.classes.len() != config.n_classes {
-                    return Err(format!(
-                        "{} has {} class folders; the model has {} classes",
-                        args.data.display(),
-                        photos.classes.len(),
-                        config.n_classes
-                    )
-                    .into());
-                }
+                photos.check_classes(&args.data, config.n_classes)?;
                 let photos = Arc::new(photos);
                 let mut report = evaluate(
                     &model,
@@ -346,11 +338,9 @@ impl BackendTask for EvalTask {
                 report
             }
             None => {
-                return Err(format!(
-                    "{}: config.json has no input representation",
-                    args.model.display()
-                )
-                .into());
+                return Err(
+                    format!("{}: config.json has no input representation", args.model).into(),
+                );
             }
         };
         if show {

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use trustgc::import::{RawValues, read_safetensors};
+use trustgc::weights::Values as RawValues;
+use trustgc::weights::safetensors::read_safetensors;
 use trustgc_core::GcConfig;
 
 fn trustgc(args: &[&str]) -> Output {
@@ -199,13 +200,14 @@ fn unreadable_images_fail_with_their_path_and_exit_code_3() {
         std: [0.229, 0.224, 0.225],
     });
     std::fs::write(model.join("config.json"), config.to_json()).unwrap();
-    let loaded = trustgc::import::load_reference_safetensors::<burn::backend::Flex>(
+    let loaded = trustgc::weights::reference::load_reference_safetensors::<burn::backend::Flex>(
         &golden("mini/mini.safetensors"),
         &config,
         &Default::default(),
     )
     .unwrap();
-    trustgc::native::save_safetensors(&loaded, &model.join("model.safetensors")).unwrap();
+    trustgc::weights::safetensors::save_safetensors(&loaded, &model.join("model.safetensors"))
+        .unwrap();
     let good = golden("images/chelsea.png");
     let run = trustgc(&[
         "classify",

@@ -202,6 +202,31 @@ fn the_readme_demo_classifies_clothing_and_rejects_the_cat() {
     );
 }
 
+#[test]
+fn the_default_model_needs_no_checkout() {
+    // A fresh folder that is not the repository: the shipped model is inside the binary.
+    let dir = std::env::temp_dir().join(format!("trustgc-cwd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bag = root()
+        .join("examples/images/bag.png")
+        .canonicalize()
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_trustgc"))
+        .current_dir(&dir)
+        .args(["classify", bag.to_str().unwrap(), "--json"])
+        .output()
+        .expect("the binary runs");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["top_k"][0]["name"], "Bag", "{line}");
+}
+
 /// The model card's numbers, reproduced on the full Fashion-MNIST test set (10,000 images,
 /// not in the repository). `.ci/run` downloads Debian's `dataset-fashion-mnist` and runs:
 /// `TRUSTGC_FASHION_MNIST=DIR cargo test --release --locked -p trustgc-cli --test shipped -- --ignored`

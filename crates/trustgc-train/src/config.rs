@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use trustgc_core::head::HeadInit;
+use trustgc_core::head::{MU_CONV_INIT, MU_INIT};
 use trustgc_core::input::{GrayscaleInput, InputSpec};
-use trustgc_core::{Beta, GcConfig};
+use trustgc_core::{Beta, ConfigError, GcConfig};
 
 use crate::schedule::LrSchedule;
 
@@ -208,19 +208,19 @@ impl TrainConfig {
             flip: true,
             dequantize: true,
             mu_only: false,
-            mu_init: HeadInit::default().mu_init,
-            mu_conv_init: HeadInit::default().mu_conv_init,
+            mu_init: MU_INIT,
+            mu_conv_init: MU_CONV_INIT,
             bn_average_batches: 200,
         }
     }
 
     /// The grayscale representation IDX images need.
-    pub fn grayscale(&self) -> Result<&GrayscaleInput, String> {
+    pub fn grayscale(&self) -> Result<&GrayscaleInput, TrainConfigError> {
         match &self.model.input {
             Some(InputSpec::Grayscale(g)) => Ok(g),
-            other => Err(format!(
-                "IDX data needs a grayscale input representation in model.input, got {other:?}"
-            )),
+            other => Err(TrainConfigError::NotGrayscale {
+                found: other.clone(),
+            }),
         }
     }
 
@@ -233,36 +233,87 @@ impl TrainConfig {
     }
 
     /// Checks what the types cannot.
-    pub fn validate(&self) -> Result<(), String> {
-        self.model.validate().map_err(|e| e.to_string())?;
+    pub fn validate(&self) -> Result<(), TrainConfigError> {
+        self.model.validate()?;
         match &self.data {
             DataConfig::Idx { .. } => {
                 self.grayscale()?;
             }
             DataConfig::ImageFolder { .. } => {
                 if !matches!(self.model.input, Some(InputSpec::ImageNet { .. })) {
-                    return Err(
-                        "image folders need an `image_net` input representation in model.input"
-                            .into(),
-                    );
+                    return Err(TrainConfigError::NotImageNet {
+                        found: self.model.input.clone(),
+                    });
                 }
             }
         }
         if self.beta.beta().is_none() {
-            return Err(format!(
-                "beta {:?} is neither a number ≥ 0 nor \"inf\"",
-                self.beta
-            ));
+            return Err(TrainConfigError::Beta {
+                beta: self.beta.clone(),
+            });
         }
         if self.epochs == 0 || self.batch_size == 0 {
-            return Err("epochs and batch_size must be at least 1".into());
+            return Err(TrainConfigError::Empty {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+            });
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err("label_smoothing must be in [0, 1)".into());
+            return Err(TrainConfigError::LabelSmoothing {
+                label_smoothing: self.label_smoothing,
+            });
         }
         if !(self.optimizer.lr() > 0.0 && self.optimizer.lr().is_finite()) {
-            return Err("the learning rate must be a positive number".into());
+            return Err(TrainConfigError::LearningRate {
+                lr: self.optimizer.lr(),
+            });
         }
         Ok(())
     }
+}
+
+/// Why a [`TrainConfig`] cannot be trained with.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainConfigError {
+    /// The architecture (`model`) is invalid.
+    #[error("invalid model architecture")]
+    Model(#[from] ConfigError),
+    /// IDX data with a model whose input representation is not grayscale.
+    #[error("IDX data needs a grayscale input representation in model.input, got {found:?}")]
+    NotGrayscale {
+        /// The model's input representation.
+        found: Option<InputSpec>,
+    },
+    /// Image folders with a model whose input representation is not `image_net`.
+    #[error("image folders need an `image_net` input representation in model.input, got {found:?}")]
+    NotImageNet {
+        /// The model's input representation.
+        found: Option<InputSpec>,
+    },
+    /// β is neither a number ≥ 0 nor `"inf"`.
+    #[error("beta {beta:?} is neither a number ≥ 0 nor \"inf\"")]
+    Beta {
+        /// The β given.
+        beta: BetaSpec,
+    },
+    /// No epochs or empty batches.
+    #[error("epochs ({epochs}) and batch_size ({batch_size}) must be at least 1")]
+    Empty {
+        /// The epochs given.
+        epochs: usize,
+        /// The batch size given.
+        batch_size: usize,
+    },
+    /// Label smoothing outside `[0, 1)`.
+    #[error("label_smoothing {label_smoothing} must be in [0, 1)")]
+    LabelSmoothing {
+        /// The value given.
+        label_smoothing: f64,
+    },
+    /// A learning rate that is not a positive number.
+    #[error("the learning rate {lr} must be a positive number")]
+    LearningRate {
+        /// The value given.
+        lr: f64,
+    },
 }

@@ -83,6 +83,42 @@ pub enum DataError {
         /// Columns.
         cols: usize,
     },
+    /// An image folder has another number of class folders than the model has classes.
+    #[error("{dir} has {folders} class folders; the model has {classes} classes")]
+    ClassCount {
+        /// The folder.
+        dir: PathBuf,
+        /// Class folders found in it.
+        folders: usize,
+        /// Classes of the model.
+        classes: usize,
+    },
+}
+
+/// Why an item of a [`Samples`] could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// The item's image file cannot be read or decoded.
+    #[error("cannot read {path}")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<trustgc::preprocess::ImageError>,
+    },
+}
+
+impl SampleError {
+    /// Reports on stderr that the item is left out, and why.
+    pub fn warn_skipped(&self) {
+        match self {
+            // The image error names the file and its cause.
+            SampleError::Image { source, .. } => {
+                eprintln!("warning: skipping an unreadable image: {source}")
+            }
+        }
+    }
 }
 
 /// Which part of an IDX dataset.
@@ -241,14 +277,14 @@ pub trait Samples: Send + Sync {
     /// dequantization noise and, when `augment`, draws the augmentation from it too.
     ///
     /// # Errors
-    /// A message naming the item's file when it cannot be read.
+    /// [`SampleError`], naming the item's file, when it cannot be read.
     fn write(
         &self,
         i: usize,
         rng: Option<&mut Mt19937>,
         augment: bool,
         out: &mut [f32],
-    ) -> Result<(), String>;
+    ) -> Result<(), SampleError>;
 }
 
 /// IDX images with the grayscale representation.
@@ -279,7 +315,7 @@ impl Samples for GrayscaleSamples {
         rng: Option<&mut Mt19937>,
         augment: bool,
         out: &mut [f32],
-    ) -> Result<(), String> {
+    ) -> Result<(), SampleError> {
         let side = self.input.padded_size();
         match rng {
             Some(rng) => {
@@ -371,7 +407,7 @@ impl<B: Backend> EpochLoader<B> {
                     x.extend_from_slice(&sample);
                     labels.push(self.data.label(item));
                 }
-                Err(message) => eprintln!("warning: skipping an unreadable image: {message}"),
+                Err(error) => error.warn_skipped(),
             }
         }
         let n = labels.len();

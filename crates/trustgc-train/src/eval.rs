@@ -132,8 +132,8 @@ pub fn ten_crop_accuracy<B: Backend>(
     let mut buffer = vec![0f32; 10 * per];
     let (mut correct, mut done) = (0usize, 0usize);
     for i in 0..photos.len() {
-        if let Err(message) = photos.write_ten_crop(i, &mut buffer) {
-            eprintln!("warning: skipping an unreadable image: {message}");
+        if let Err(error) = photos.write_ten_crop(i, &mut buffer) {
+            error.warn_skipped();
             continue;
         }
         let x = Tensor::<B, 4>::from_data(TensorData::new(buffer.clone(), [10, c, h, w]), device);

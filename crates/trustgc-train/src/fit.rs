@@ -18,12 +18,13 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::logger::FileMetricLogger;
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
-use trustgc::native::{SaveError, save_safetensors, write_atomically};
-use trustgc_core::head::{GaussianHead, HeadInit};
+use trustgc::weights::SaveError;
+use trustgc::weights::safetensors::{save_safetensors, write_atomically};
+use trustgc_core::head::GaussianHeadConfig;
 use trustgc_core::rng::{Mt19937, permutation_from};
 use trustgc_core::{GenerativeClassifier, InputShapeError};
 
-use crate::config::{DataConfig, OptimizerConfig, TrainConfig};
+use crate::config::{DataConfig, OptimizerConfig, TrainConfig, TrainConfigError};
 use crate::csv::CsvLogger;
 use crate::data::{
     DataError, EpochLoader, GrayscaleSamples, IdxSplit, LabeledImages, LoaderSettings, Samples,
@@ -38,8 +39,11 @@ use crate::step::{GcMetric, Quantity, StepSettings, Trainee};
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// The config is invalid.
-    #[error("invalid training config: {0}")]
-    Config(String),
+    #[error("invalid training config")]
+    Config(#[from] TrainConfigError),
+    /// No device was given.
+    #[error("no device to train on")]
+    NoDevice,
     /// The data could not be read.
     #[error(transparent)]
     Data(#[from] DataError),
@@ -52,13 +56,15 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    /// `--resume` was asked for a folder that cannot be resumed.
-    #[error("cannot resume {dir}: {reason}")]
+    /// `--resume` was asked for a folder that cannot be resumed, or a fresh run for a
+    /// folder that already holds one.
+    #[error("cannot resume {dir}")]
     Resume {
         /// The run folder.
         dir: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        reason: ResumeError,
     },
     /// The initial model does not fit the data.
     #[error(transparent)]
@@ -66,6 +72,32 @@ pub enum TrainError {
     /// The trained model could not be saved.
     #[error(transparent)]
     Save(#[from] SaveError),
+}
+
+/// Why a run folder cannot be resumed (or started afresh).
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// `train.json` cannot be read.
+    #[error("no readable train.json")]
+    ReadConfig(#[source] std::io::Error),
+    /// `train.json` is not a training config.
+    #[error("train.json is not a training config")]
+    ParseConfig(#[source] serde_json::Error),
+    /// `train.json` differs from the config of this run.
+    #[error("its train.json differs from this run's config")]
+    ConfigDiffers,
+    /// There is no complete checkpoint to resume from.
+    #[error("it holds no complete checkpoint")]
+    NoCheckpoint,
+    /// A fresh run was asked for a folder that already holds checkpoints.
+    #[error("it already holds checkpoints; pass --resume to continue, or choose another folder")]
+    HasCheckpoints,
+    /// The run already trained all its epochs.
+    #[error("it already finished all {epochs} epochs")]
+    Finished {
+        /// The epochs of the config.
+        epochs: usize,
+    },
 }
 
 /// What a finished run produced.
@@ -139,7 +171,7 @@ fn open_data(config: &TrainConfig) -> Result<OpenedData, TrainError> {
             limit,
         } => {
             let images = LabeledImages::read_idx(dir, IdxSplit::Train, config.model.n_classes)?;
-            let input = config.grayscale().map_err(TrainError::Config)?.clone();
+            let input = config.grayscale()?.clone();
             let (valid, train) = split_indices(images.len(), *validation, *limit, config.seed);
             let samples: Arc<dyn Samples> = Arc::new(GrayscaleSamples { images, input });
             Ok((samples.clone(), samples, train, valid))
@@ -156,20 +188,11 @@ fn open_data(config: &TrainConfig) -> Result<OpenedData, TrainError> {
                 .input
                 .as_ref()
                 .and_then(PhotoSpec::from_input)
-                .ok_or_else(|| {
-                    TrainError::Config(
-                        "image folders need an `image_net` input representation".into(),
-                    )
+                .ok_or_else(|| TrainConfigError::NotImageNet {
+                    found: config.model.input.clone(),
                 })?;
             let photos = PhotoSamples::open(train, spec.clone(), *skip_bad_images)?;
-            if photos.classes.len() != config.model.n_classes {
-                return Err(TrainError::Config(format!(
-                    "{} has {} class folders; the model has {} classes",
-                    train.display(),
-                    photos.classes.len(),
-                    config.model.n_classes
-                )));
-            }
+            photos.check_classes(train, config.model.n_classes)?;
             let train_samples: Arc<dyn Samples> = Arc::new(photos);
             match valid {
                 Some(valid) => {
@@ -227,47 +250,35 @@ pub fn run_on_devices<B: AutodiffBackend>(
     initial: Option<GenerativeClassifier<B>>,
     devices: &[B::Device],
 ) -> Result<RunSummary, TrainError> {
-    let device = devices
-        .first()
-        .ok_or_else(|| TrainError::Config("no device to train on".into()))?;
-    config.validate().map_err(TrainError::Config)?;
+    let device = devices.first().ok_or(TrainError::NoDevice)?;
+    config.validate()?;
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let config_path = dir.join("train.json");
     let config_json = serde_json::to_string_pretty(config).expect("a TrainConfig serializes");
+    let resume_error = |reason| TrainError::Resume {
+        dir: dir.to_path_buf(),
+        reason,
+    };
     let resumed_after = if resume {
-        let saved = std::fs::read_to_string(&config_path).map_err(|e| TrainError::Resume {
-            dir: dir.to_path_buf(),
-            reason: format!("no readable train.json ({e})"),
-        })?;
-        let saved: TrainConfig = serde_json::from_str(&saved).map_err(|e| TrainError::Resume {
-            dir: dir.to_path_buf(),
-            reason: format!("train.json is not a training config ({e})"),
-        })?;
+        let saved = std::fs::read_to_string(&config_path)
+            .map_err(|e| resume_error(ResumeError::ReadConfig(e)))?;
+        let saved: TrainConfig =
+            serde_json::from_str(&saved).map_err(|e| resume_error(ResumeError::ParseConfig(e)))?;
         if &saved != config {
-            return Err(TrainError::Resume {
-                dir: dir.to_path_buf(),
-                reason: "its train.json differs from this run's config".into(),
-            });
+            return Err(resume_error(ResumeError::ConfigDiffers));
         }
-        last_checkpoint(dir).ok_or_else(|| TrainError::Resume {
-            dir: dir.to_path_buf(),
-            reason: "it holds no complete checkpoint".into(),
-        })?
+        last_checkpoint(dir).ok_or_else(|| resume_error(ResumeError::NoCheckpoint))?
     } else {
         if last_checkpoint(dir).is_some() {
-            return Err(TrainError::Resume {
-                dir: dir.to_path_buf(),
-                reason: "it already holds checkpoints; pass --resume to continue, or choose another folder".into(),
-            });
+            return Err(resume_error(ResumeError::HasCheckpoints));
         }
         write_atomically(&config_path, config_json.as_bytes()).map_err(io_error(&config_path))?;
         0
     };
     if resumed_after >= config.epochs {
-        return Err(TrainError::Resume {
-            dir: dir.to_path_buf(),
-            reason: format!("it already finished all {} epochs", config.epochs),
-        });
+        return Err(resume_error(ResumeError::Finished {
+            epochs: config.epochs,
+        }));
     }
 
     let (train_data, valid_data, train_indices, valid_indices) = open_data(config)?;
@@ -278,12 +289,11 @@ pub fn run_on_devices<B: AutodiffBackend>(
         Some(model) => model,
         None => {
             let mut model = GenerativeClassifier::<B>::new(&config.model, device)
-                .map_err(|e| TrainError::Config(e.to_string()))?;
-            let init = HeadInit {
-                mu_init: config.mu_init,
-                mu_conv_init: config.mu_conv_init,
-            };
-            model.head = GaussianHead::new(&config.model, init, device);
+                .map_err(TrainConfigError::from)?;
+            model.head = GaussianHeadConfig::of(&config.model)
+                .with_mu_init(config.mu_init)
+                .with_mu_conv_init(config.mu_conv_init)
+                .init(device);
             model
         }
     };

@@ -1,7 +1,7 @@
 //! # trustgc-train
 //!
 //! Training and fine-tuning of trustgc's generative classifiers with burn-train, following
-//! the reference recipe (REFERENCE.md §4).
+//! the reference recipe ([docs/training.md](https://github.com/trustgc/trustgc/blob/main/docs/training.md)).
 
 pub mod config;
 pub mod csv;

@@ -9,12 +9,13 @@
 use std::path::{Path, PathBuf};
 
 use trustgc::preprocess::{
-    Image8, center_crop_offsets, crop, pil_resize_bilinear, read_image, resized_size, to_rgb_pil,
+    Image8, Region, center_crop_offsets, pil_resize_bilinear, pil_resize_bilinear_region,
+    read_image, resized_size, to_rgb_pil,
 };
 use trustgc_core::input::InputSpec;
 use trustgc_core::rng::Mt19937;
 
-use crate::data::{DataError, Samples};
+use crate::data::{DataError, SampleError, Samples};
 
 /// File extensions read as images.
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -203,18 +204,58 @@ impl PhotoSamples {
         })
     }
 
-    fn decode(&self, i: usize) -> Result<Image8, String> {
+    fn decode(&self, i: usize) -> Result<Image8, SampleError> {
         let path = &self.files[i].0;
         read_image(path)
             .map(|image| to_rgb_pil(&image))
-            .map_err(|e| e.to_string())
+            .map_err(|source| SampleError::Image {
+                path: path.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Checks that there is one class folder per class of a model with `classes` classes.
+    pub fn check_classes(&self, root: &Path, classes: usize) -> Result<(), DataError> {
+        if self.classes.len() == classes {
+            Ok(())
+        } else {
+            Err(DataError::ClassCount {
+                dir: root.to_path_buf(),
+                folders: self.classes.len(),
+                classes,
+            })
+        }
+    }
+
+    /// `(width, height)` of the resize before the crops (at least the crop size).
+    fn resized_dims(&self, rgb: &Image8) -> (usize, usize) {
+        let (w, h) = resized_size(rgb.width, rgb.height, self.spec.resize);
+        (w.max(self.spec.crop), h.max(self.spec.crop))
+    }
+
+    /// The `crop x crop` square at `(top, left)` of the resize, computing only that square
+    /// (an elongated photo's full resize could be gigabytes).
+    fn resized_square(
+        &self,
+        rgb: &Image8,
+        (w, h): (usize, usize),
+        top: usize,
+        left: usize,
+    ) -> Image8 {
+        let c = self.spec.crop;
+        let region = Region {
+            left,
+            top,
+            width: c,
+            height: c,
+        };
+        pil_resize_bilinear_region(rgb, w, h, region)
     }
 
     fn eval_crop(&self, rgb: &Image8) -> Image8 {
-        let (w, h) = resized_size(rgb.width, rgb.height, self.spec.resize);
-        let resized = pil_resize_bilinear(rgb, w.max(self.spec.crop), h.max(self.spec.crop));
-        let (left, top) = center_crop_offsets(resized.width, resized.height, self.spec.crop);
-        crop(&resized, left, top, self.spec.crop)
+        let dims = self.resized_dims(rgb);
+        let (left, top) = center_crop_offsets(dims.0, dims.1, self.spec.crop);
+        self.resized_square(rgb, dims, top, left)
     }
 
     fn normalize(&self, image: &Image8, mut rng: Option<&mut Mt19937>, out: &mut [f32]) {
@@ -232,18 +273,22 @@ impl PhotoSamples {
 
     /// torchvision's `Resize(resize)` + `TenCrop(crop)`: the four corners and the center,
     /// then the same of the mirrored image; writes `10·C·H·W` values.
-    pub fn write_ten_crop(&self, i: usize, out: &mut [f32]) -> Result<(), String> {
+    pub fn write_ten_crop(&self, i: usize, out: &mut [f32]) -> Result<(), SampleError> {
         let rgb = self.decode(i)?;
-        let (w, h) = resized_size(rgb.width, rgb.height, self.spec.resize);
-        let resized = pil_resize_bilinear(&rgb, w.max(self.spec.crop), h.max(self.spec.crop));
+        let dims = self.resized_dims(&rgb);
         let c = self.spec.crop;
         let per = 3 * c * c;
-        let (rw, rh) = (resized.width, resized.height);
-        for (m, image) in [resized.clone(), flip(&resized)].iter().enumerate() {
+        let (rw, rh) = dims;
+        for m in 0..2 {
             let (cl, ct) = center_crop_offsets(rw, rh, c);
             let corners = [(0, 0), (0, rw - c), (rh - c, 0), (rh - c, rw - c), (ct, cl)];
             for (k, (top, left)) in corners.into_iter().enumerate() {
-                let piece = crop_rect(image, top, left, c, c);
+                // The mirrored image's square at `left` is the mirror of the square at
+                // `rw − left − c`.
+                let piece = match m {
+                    0 => self.resized_square(&rgb, dims, top, left),
+                    _ => flip(&self.resized_square(&rgb, dims, top, rw - left - c)),
+                };
                 self.normalize(
                     &piece,
                     None,
@@ -274,10 +319,8 @@ impl Samples for PhotoSamples {
         rng: Option<&mut Mt19937>,
         augment: bool,
         out: &mut [f32],
-    ) -> Result<(), String> {
-        let rgb = self
-            .decode(i)
-            .map_err(|e| format!("{}: {e}", self.files[i].0.display()))?;
+    ) -> Result<(), SampleError> {
+        let rgb = self.decode(i)?;
         match rng {
             Some(rng) if augment => {
                 let (top, left, h, w) = random_resized_crop_params(rgb.width, rgb.height, rng);

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DataError, Tensor};
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
     Adaptor, ItemLazy, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric,
@@ -83,30 +83,82 @@ pub struct GcStats {
     pub bits_per_dim: f64,
 }
 
-fn mean<B: Backend>(t: &Tensor<B, 1>) -> f64 {
-    t.clone()
-        .mean()
+/// Why a value could not be read back from the device.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackError {
+    /// The tensor's data could not be converted to `f64` values.
+    #[error("cannot read the {what} back from the device: {source}")]
+    Data {
+        /// The quantity read.
+        what: &'static str,
+        /// burn's error.
+        #[source]
+        source: DataError,
+    },
+    /// The tensor read back holds another number of values than expected.
+    #[error("the {what} read back from the device has {found} values, {expected} expected")]
+    Length {
+        /// The quantity read.
+        what: &'static str,
+        /// Values expected.
+        expected: usize,
+        /// Values found.
+        found: usize,
+    },
+}
+
+/// Reads `t` back to the host as `N` `f64` values.
+fn read_back<B: Backend, const N: usize>(
+    t: Tensor<B, 1>,
+    what: &'static str,
+) -> Result<[f64; N], ReadBackError> {
+    let values = t
         .into_data()
         .convert::<f64>()
-        .to_vec::<f64>()
-        .map(|v| v[0])
-        .unwrap_or(f64::NAN)
+        .into_vec::<f64>()
+        .map_err(|source| ReadBackError::Data { what, source })?;
+    let found = values.len();
+    values.try_into().map_err(|_| ReadBackError::Length {
+        what,
+        expected: N,
+        found,
+    })
+}
+
+impl<B: Backend> GcStepOutput<B> {
+    /// The batch means on the host, read back from the device at once.
+    pub fn stats(self) -> Result<GcStats, ReadBackError> {
+        let batch_size = self.losses.nll_joint.dims()[0];
+        let means = Tensor::cat(
+            vec![
+                self.loss.mean(),
+                self.losses.nll_joint.mean(),
+                self.losses.nll_class.mean(),
+                self.losses.cat_ce.mean(),
+                self.losses.correct.mean(),
+            ],
+            0,
+        );
+        let [loss, nll_joint, nll_class, cat_ce, accuracy] = read_back(means, "batch's losses")?;
+        Ok(GcStats {
+            batch_size,
+            loss,
+            nll_joint,
+            nll_class,
+            cat_ce,
+            accuracy,
+            bits_per_dim: (nll_joint + self.bits_offset) / std::f64::consts::LN_2,
+        })
+    }
 }
 
 impl<B: Backend> ItemLazy for GcStepOutput<B> {
     type ItemSync = GcStats;
 
     fn sync(self) -> GcStats {
-        let nll_joint = mean(&self.losses.nll_joint);
-        GcStats {
-            batch_size: self.losses.nll_joint.dims()[0],
-            loss: mean(&self.loss),
-            nll_joint,
-            nll_class: mean(&self.losses.nll_class),
-            cat_ce: mean(&self.losses.cat_ce),
-            accuracy: mean(&self.losses.correct),
-            bits_per_dim: (nll_joint + self.bits_offset) / std::f64::consts::LN_2,
-        }
+        // burn-train's `ItemLazy::sync` cannot fail; a device that cannot hand back five
+        // numbers cannot go on training either (burn's own metrics panic here too).
+        self.stats().unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -269,27 +321,27 @@ impl<B: AutodiffBackend> ModuleMapper<B> for ScaleMapper<'_> {
 ///
 /// # Returns
 /// The gradients' global norm before clipping.
+///
+/// # Errors
+/// [`ReadBackError`] when the norm cannot be read back from the device (the gradients
+/// are then left as they are).
 pub fn clip_grad_norm<B: AutodiffBackend, M: Module<B>>(
     module: &M,
     grads: &mut GradientsParams,
     max_norm: f64,
-) -> f64 {
+) -> Result<f64, ReadBackError> {
     let mut visitor = NormVisitor::<B> { grads, sum: None };
     module.visit(&mut visitor);
     let Some(sum) = visitor.sum else {
-        return 0.0;
+        return Ok(0.0);
     };
-    let norm = sum
-        .into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .map(|v| v[0].sqrt())
-        .unwrap_or(f64::NAN);
+    let [sum] = read_back(sum, "squared gradient norm")?;
+    let norm = sum.sqrt();
     let factor = (max_norm / (norm + 1e-6)).min(1.0);
     if factor < 1.0 {
         module.clone().map(&mut ScaleMapper { grads, factor });
     }
-    norm
+    Ok(norm)
 }
 
 impl<B: AutodiffBackend> TrainStep for Trainee<B> {
@@ -310,7 +362,11 @@ impl<B: AutodiffBackend> TrainStep for Trainee<B> {
         };
         let mut grads = GradientsParams::from_grads(scaled.backward(), self);
         if let Some(max_norm) = s.clip_norm {
-            clip_grad_norm(&self.model.flow, &mut grads, max_norm);
+            // burn-train's `TrainStep::step` cannot fail; training on without the clipping
+            // the config asks for would be silently wrong.
+            if let Err(e) = clip_grad_norm(&self.model.flow, &mut grads, max_norm) {
+                panic!("{e}");
+            }
         }
         TrainOutput {
             grads,

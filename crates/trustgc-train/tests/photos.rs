@@ -124,7 +124,7 @@ fn a_tiny_photo_model_trains_and_evaluates() {
     run::<Autodiff<Flex>>(&config, &out, false, None, &Default::default()).unwrap();
 
     let device = Default::default();
-    let model = trustgc::native::load_safetensors::<Flex>(
+    let model = trustgc::weights::safetensors::load_safetensors::<Flex>(
         &out.join("model.safetensors"),
         &config.model,
         &device,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::TensorData;
 use trustgc::GcConfig;
-use trustgc::import::read_safetensors;
+use trustgc::weights::safetensors::read_safetensors;
 use trustgc_core::GenerativeClassifier;
 use trustgc_core::params::parameter_values;
 use trustgc_train::config::{DataConfig, OptimizerConfig, TrainConfig};
@@ -190,8 +190,8 @@ fn mu_only_training_leaves_the_flow_bit_identical() {
     for (path, data) in &before {
         let raw = &after[path];
         let values: Vec<f64> = match &raw.values {
-            trustgc::import::RawValues::Float(v) => v.clone(),
-            trustgc::import::RawValues::Int(v) => v.iter().map(|&i| i as f64).collect(),
+            trustgc::weights::Values::Float(v) => v.clone(),
+            trustgc::weights::Values::Int(v) => v.iter().map(|&i| i as f64).collect(),
         };
         let original: Vec<f64> = data.clone().convert::<f64>().to_vec::<f64>().unwrap();
         if path.starts_with("flow.") {
