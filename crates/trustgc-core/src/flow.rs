@@ -78,14 +78,6 @@ pub struct StepRef<'a, B: Backend> {
     pub step: &'a dyn FlowStep<B>,
 }
 
-/// A mutable step of the flow with its node number in the reference graph.
-pub struct StepMut<'a, B: Backend> {
-    /// The node index `N` (`inn.module_list.N`).
-    pub node: usize,
-    /// The step.
-    pub step: &'a mut dyn FlowStep<B>,
-}
-
 /// The flow's outputs for a batch.
 #[derive(Debug, Clone)]
 pub struct FlowOutput<B: Backend> {
@@ -244,18 +236,6 @@ impl<B: Backend> Flow<B> {
             .collect()
     }
 
-    /// [`steps`](Self::steps), mutably (to reach the BatchNorms).
-    pub fn steps_mut(&mut self) -> Vec<StepMut<'_, B>> {
-        blocks_in_order!(self, &mut)
-            .into_iter()
-            .zip(&self.plan.blocks)
-            .map(|(step, spec)| StepMut {
-                node: spec.node,
-                step,
-            })
-            .collect()
-    }
-
     /// Runs the flow.
     ///
     /// # Shapes
@@ -376,7 +356,7 @@ impl<B: Backend> Flow<B> {
 
 impl<B: Backend> BatchNorms<B> for Flow<B> {
     fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d<B>)) {
-        for StepMut { step, .. } in self.steps_mut() {
+        for step in blocks_in_order!(self, &mut) {
             step.for_each_batch_norm(f);
         }
     }

@@ -328,10 +328,9 @@ pub struct Conv1x1NetConfig {
 impl Conv1x1NetConfig {
     /// Builds the subnet with the reference's initialization.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Conv1x1Net<B> {
-        let (cin, cout, hidden) = (self.in_channels, self.out_channels, self.hidden);
         Conv1x1Net {
-            conv_in: conv([cin, hidden], 1, 1, true, device),
-            conv_out: conv([hidden, cout], 1, 1, true, device),
+            conv_in: conv([self.in_channels, self.hidden], 1, 1, true, device),
+            conv_out: conv([self.hidden, self.out_channels], 1, 1, true, device),
         }
     }
 
