@@ -147,8 +147,7 @@ fn apply(config: &mut TrainConfig, o: &RunOptions) -> Result<(), BoxError> {
         config.seed = seed;
     }
     if let Some(beta) = &o.beta {
-        config.beta = BetaSpec::parse(beta)
-            .ok_or_else(|| format!("--beta {beta}: give a number ≥ 0 or `inf`"))?;
+        config.beta = BetaSpec::parse(beta)?;
     }
     if let Some(name) = &o.optimizer {
         let lr = config.optimizer.lr();

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use trustgc::hub::catalog::{ParseBetaError, parse_beta};
 use trustgc_core::head::{MU_CONV_INIT, MU_INIT};
 use trustgc_core::input::{GrayscaleInput, InputSpec};
 use trustgc_core::{Beta, ConfigError, GcConfig};
@@ -20,22 +21,25 @@ pub enum BetaSpec {
 }
 
 impl BetaSpec {
-    /// The β it names, or `None` when it names nothing valid.
+    /// The β it names, or `None` when it names nothing valid (text is read by
+    /// [`parse_beta`], the one β parser of trustgc).
     pub fn beta(&self) -> Option<Beta> {
         match self {
             BetaSpec::Finite(b) if b.is_finite() && *b >= 0.0 => Some(Beta::Finite(*b)),
-            BetaSpec::Named(s) if matches!(s.as_str(), "inf" | "infinity") => Some(Beta::Infinity),
-            _ => None,
+            BetaSpec::Finite(_) => None,
+            BetaSpec::Named(text) => parse_beta(text).ok(),
         }
     }
 
-    /// Parses a command-line value (`8`, `0.5`, `inf`).
-    pub fn parse(text: &str) -> Option<Self> {
-        let spec = match text.trim() {
-            "inf" | "infinity" => BetaSpec::Named(text.trim().to_string()),
-            other => BetaSpec::Finite(other.parse().ok()?),
-        };
-        spec.beta().map(|_| spec)
+    /// Parses a command-line value (`8`, `0.5`, `inf`, `beta_8`) with [`parse_beta`].
+    ///
+    /// # Errors
+    /// [`ParseBetaError`] naming the text when it is no β.
+    pub fn parse(text: &str) -> Result<Self, ParseBetaError> {
+        Ok(match parse_beta(text)? {
+            Beta::Finite(beta) => BetaSpec::Finite(beta),
+            Beta::Infinity => BetaSpec::Named("inf".to_string()),
+        })
     }
 }
 
