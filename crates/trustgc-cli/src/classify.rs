@@ -305,7 +305,7 @@ impl BackendTask for FitOodTask {
             &posteriors[start..end],
             &labels[start..end],
             source,
-        );
+        )?;
         let held_out: Vec<usize> = (0..start).chain(end..labels.len()).collect();
         let held_out = (!held_out.is_empty()).then(|| {
             let alarms = held_out

@@ -239,8 +239,8 @@ impl GcConfig {
         }
     }
 
-    /// The mini model of the reference data (`../shared/golden/mini/`): the released code
-    /// paths at small sizes (3x112x112, 10 classes, 768 loss dimensions, rank 8, base width
+    /// The mini model the parity tests compare with the reference (docs/parity.md in the
+    /// repository): the released code paths at small sizes (3x112x112, 10 classes, 768 loss dimensions, rank 8, base width
     /// 16, planes [32, 64, 64, 128], blocks [1, 2, 1, 1], strides [1, 2, 1, 2]). No input
     /// representation: it takes tensors.
     pub fn mini() -> Self {

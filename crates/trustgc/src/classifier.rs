@@ -26,7 +26,7 @@ use trustgc_core::head::ClassNorms;
 use trustgc_core::input::InputSpec;
 use trustgc_core::{GcConfig, GenerativeClassifier, InputShapeError};
 
-use crate::ood::{OodStats, Verdict};
+use crate::ood::{OodCheckError, OodStats, Verdict};
 use crate::preprocess::{ImageError, InputError, model_input, read_model_input};
 
 /// Why a classification could not be made.
@@ -175,9 +175,9 @@ impl Likelihoods {
 /// input representation), an optional class prior, and optional out-of-distribution
 /// statistics for verdicts.
 ///
-/// Open one with [`Classifier::shipped`] (a model embedded in the crate),
-/// [`Classifier::from_dir`] (a model folder), [`Classifier::pretrained`] (a released
-/// ImageNet model from the hub) or [`Classifier::new`] (a model you built or trained).
+/// Open one with `Classifier::shipped` (a model embedded in the crate, feature `shipped`),
+/// [`Classifier::from_dir`] (a model folder), `Classifier::pretrained` (a released
+/// ImageNet model from the hub, feature `pretrained`) or [`Classifier::new`] (a model you built or trained).
 ///
 /// ```
 /// use trustgc::burn::backend::Flex;
@@ -229,9 +229,14 @@ impl<B: Backend> Classifier<B> {
     }
 
     /// Attaches out-of-distribution statistics (enables verdicts).
-    pub fn with_ood(mut self, ood: OodStats) -> Self {
+    ///
+    /// # Errors
+    /// [`OodCheckError`] when the statistics do not fit the model ([`OodStats::check`]:
+    /// another number of classes, impossible thresholds); they would give wrong verdicts.
+    pub fn with_ood(mut self, ood: OodStats) -> Result<Self, OodCheckError> {
+        ood.check(self.config.n_classes)?;
         self.ood = Some(ood);
-        self
+        Ok(self)
     }
 
     /// Sets a class prior `π` (weights, normalized here); `None` restores the uniform one.

@@ -7,14 +7,17 @@
 //! the ImageNet IB-INN of Mackowiak, Ardizzone, Köthe and Rother, ["Generative Classifiers
 //! as a Basis for Trustworthy Image Classification"](https://arxiv.org/abs/2007.15036)
 //! (CVPR 2021), to Rust, and ships a small model of the same family trained on
-//! Fashion-MNIST ([`Shipped::FashionMnist`], 90.93 % test accuracy).
+//! Fashion-MNIST (`Shipped::FashionMnist`, 90.93 % test accuracy).
 //!
 //! # Add it
 //!
 //! ```toml
 //! [dependencies]
-//! trustgc = "0.1"
+//! trustgc = { git = "https://github.com/trustgc/trustgc" }  # or a path to crates/trustgc
 //! ```
+//!
+//! (Not on crates.io yet: the embedded model's files live outside the crate's folder,
+//! which `cargo publish` does not package.)
 //!
 //! trustgc re-exports the burn it is built on as [`trustgc::burn`](burn): use that path
 //! (`trustgc::burn::backend::Flex`) rather than adding `burn` yourself, or pin the same
@@ -57,7 +60,7 @@
 //! - [`weights`]: every weight format: trustgc's `model.safetensors`, model folders, the
 //!   authors' `.pt` checkpoints (read without running pickled code), conversion.
 //! - [`hub`]: the released ImageNet models by name ([`Pretrained`]) and their download.
-//! - [`Shipped`]: models embedded in the crate.
+//! - `Shipped` (feature `shipped`, on by default): models embedded in the crate.
 //! - [`core`] (trustgc-core): the network itself, [`GenerativeClassifier`] and
 //!   [`GcConfig`]; [`backend`] (trustgc-backend): backend features and the device chooser.
 //!

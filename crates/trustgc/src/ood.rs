@@ -47,8 +47,19 @@ pub enum OodCheckError {
         /// The value.
         min_posterior: f64,
     },
-    /// The typical range of `log p(x)/D` is empty (or NaN).
-    #[error("the typical range [{low}, {high}] is empty")]
+    /// A class threshold that is negative, NaN or infinite (a class without calibration
+    /// images has none).
+    #[error(
+        "the distance threshold of class {class} is {value}; it must be a finite number >= 0 (were there calibration images of every class?)"
+    )]
+    ClassThreshold {
+        /// The class.
+        class: usize,
+        /// Its threshold.
+        value: f64,
+    },
+    /// The typical range of `log p(x)/D` is empty, NaN or unbounded.
+    #[error("the typical range [{low}, {high}] is empty or not finite")]
     EmptyRange {
         /// Its lower bound.
         low: f64,
@@ -141,7 +152,8 @@ impl OodStats {
     }
 
     /// Checks the statistics against a model of `classes` classes: one threshold per
-    /// class, `alpha` in (0, 1), `min_posterior` in (0, 1], an ordered marginal range.
+    /// class, `alpha` in (0, 1), `min_posterior` in (0, 1], finite thresholds `>= 0` and a
+    /// finite, ordered marginal range.
     ///
     /// # Errors
     /// The first [`OodCheckError`] found, in that order.
@@ -160,8 +172,16 @@ impl OodStats {
                 min_posterior: self.min_posterior,
             });
         }
+        if let Some((class, &value)) = self
+            .class_max_distance
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+        {
+            return Err(OodCheckError::ClassThreshold { class, value });
+        }
         let (low, high) = (self.marginal_low, self.marginal_high);
-        if low.is_nan() || high.is_nan() || low > high {
+        if !(low.is_finite() && high.is_finite() && low <= high) {
             return Err(OodCheckError::EmptyRange { low, high });
         }
         Ok(())
@@ -169,6 +189,10 @@ impl OodStats {
 
     /// Fits the statistics on calibration inputs: their `log p(x)/D`, class distances,
     /// log posteriors and labels.
+    ///
+    /// # Errors
+    /// The statistics fail [`OodStats::check`]: e.g. a class without calibration images
+    /// ([`OodCheckError::ClassThreshold`]) or no finite scores.
     pub fn fit(
         alpha: f64,
         min_posterior: f64,
@@ -177,7 +201,7 @@ impl OodStats {
         log_posteriors: &[Vec<f64>],
         labels: &[usize],
         source: String,
-    ) -> Self {
+    ) -> Result<Self, OodCheckError> {
         let quantile = |mut v: Vec<f64>, q: f64| -> f64 {
             v.retain(|x| x.is_finite());
             if v.is_empty() {
@@ -219,7 +243,8 @@ impl OodStats {
             })
             .count();
         stats.false_alarm_rate = alarms as f64 / labels.len().max(1) as f64;
-        stats
+        stats.check(k)?;
+        Ok(stats)
     }
 }
 
@@ -272,7 +297,8 @@ mod tests {
             &posteriors,
             &labels,
             "synthetic".into(),
-        );
+        )
+        .unwrap();
         assert!(stats.marginal_low < stats.marginal_high);
         assert!(
             stats
@@ -341,5 +367,53 @@ mod tests {
     fn log_sum_exp_is_stable() {
         assert!((logsumexp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-12);
         assert_eq!(logsumexp(&[f64::NEG_INFINITY]), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn a_class_without_calibration_images_is_an_error_not_a_silent_threshold() {
+        let (marginal, distances, posteriors, mut labels) = calibration();
+        labels.iter_mut().for_each(|l| *l = 0);
+        let error = OodStats::fit(
+            0.05,
+            0.1,
+            &marginal,
+            &distances,
+            &posteriors,
+            &labels,
+            "test".into(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, OodCheckError::ClassThreshold { class: 1, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn impossible_statistics_fail_the_check() {
+        let (marginal, distances, posteriors, labels) = calibration();
+        let good = OodStats::fit(
+            0.05,
+            0.1,
+            &marginal,
+            &distances,
+            &posteriors,
+            &labels,
+            "test".into(),
+        )
+        .unwrap();
+        let mut negative = good.clone();
+        negative.class_max_distance[0] = -1.0;
+        assert!(matches!(
+            negative.check(2),
+            Err(OodCheckError::ClassThreshold { class: 0, .. })
+        ));
+        let mut unbounded = good.clone();
+        unbounded.marginal_high = f64::INFINITY;
+        assert!(matches!(
+            unbounded.check(2),
+            Err(OodCheckError::EmptyRange { .. })
+        ));
+        assert!(matches!(good.check(3), Err(OodCheckError::Classes { .. })));
     }
 }

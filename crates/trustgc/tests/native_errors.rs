@@ -185,3 +185,34 @@ fn keys_are_checked_before_the_model_is_allocated() {
         "loading allocated {grown_mib} MiB before checking the keys"
     );
 }
+
+#[test]
+fn a_file_that_does_not_fit_is_refused_from_its_header_without_decoding() {
+    use safetensors::tensor::{Dtype, TensorView};
+    // The shipped weights plus one unexpected 100 MB tensor of bytes: decoding it would
+    // take 800 MB (as i64); the key report must come from the header alone.
+    let shipped_bytes = Shipped::FashionMnist.model_safetensors();
+    let file = safetensors::SafeTensors::deserialize(shipped_bytes).unwrap();
+    let junk = vec![7u8; 100 << 20];
+    let mut views: Vec<(String, TensorView<'_>)> = file.tensors();
+    views.push((
+        "junk".to_string(),
+        TensorView::new(Dtype::U8, vec![junk.len()], &junk).unwrap(),
+    ));
+    let bytes = safetensors::serialize(views, None).unwrap();
+    drop(junk);
+    let config = Shipped::FashionMnist.config().unwrap();
+    let before = peak_rss_kib();
+    let result = trustgc::weights::safetensors::load_safetensors_bytes::<B>(
+        &bytes,
+        &config,
+        &Default::default(),
+    );
+    match result {
+        Err(LoadError::Keys { report }) => assert_eq!(report.unexpected, ["junk"], "{report}"),
+        other => panic!("expected a key report, got {other:?}"),
+    }
+    let grown_mib = peak_rss_kib().saturating_sub(before) / 1024;
+    println!("peak memory grew by {grown_mib} MiB");
+    assert!(grown_mib < 64, "refusing the file decoded {grown_mib} MiB");
+}

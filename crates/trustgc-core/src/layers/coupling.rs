@@ -306,6 +306,27 @@ pub struct SlowCoupling<B: Backend, Net: Module<B>> {
     pub split: usize,
 }
 
+impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
+    /// The forward pass with the raw subnet output `a` (`[batch, 2·c2, H, W]`).
+    fn forward_with_subnet(
+        &self,
+        x: Tensor<B, 4>,
+        mode: Mode,
+    ) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 4>) {
+        let (x1, x2) = split_at_channel(x, self.split);
+        let c2 = x2.dims()[1];
+        let a = self.subnet.forward(x1.clone(), mode);
+        let log_scale = soft_clamp(a.clone().narrow(1, 0, c2), 0.1, self.clamp);
+        let shift = a.clone().narrow(1, c2, c2).mul_scalar(0.1);
+        let y2 = x2.mul(log_scale.clone().exp()).add(shift);
+        let u = Tensor::cat(vec![x1, y2], 1);
+        let (y, output_log_det) =
+            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
+        let log_det = sum_per_sample(log_scale).add(output_log_det);
+        (y, log_det, a)
+    }
+}
+
 impl<B: Backend, Net: Subnet<B>> Invertible<B, 4, 4> for SlowCoupling<B, Net> {
     /// Applies the block.
     ///
@@ -316,7 +337,7 @@ impl<B: Backend, Net: Subnet<B>> Invertible<B, 4, 4> for SlowCoupling<B, Net> {
     /// # Returns
     /// `(y, log_det)`.
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
-        let (y, log_det, _) = self.forward_traced(x, mode);
+        let (y, log_det, _) = self.forward_with_subnet(x, mode);
         (y, log_det)
     }
 
@@ -347,16 +368,7 @@ impl<B: Backend, Net: Subnet<B>> Invertible<B, 4, 4> for SlowCoupling<B, Net> {
 
     /// [`forward`](Invertible::forward) with the raw subnet output `s`.
     fn forward_traced(&self, x: Tensor<B, 4>, mode: Mode) -> Traced<B, 4> {
-        let (x1, x2) = split_at_channel(x, self.split);
-        let c2 = x2.dims()[1];
-        let a = self.subnet.forward(x1.clone(), mode);
-        let log_scale = soft_clamp(a.clone().narrow(1, 0, c2), 0.1, self.clamp);
-        let shift = a.clone().narrow(1, c2, c2).mul_scalar(0.1);
-        let y2 = x2.mul(log_scale.clone().exp()).add(shift);
-        let u = Tensor::cat(vec![x1, y2], 1);
-        let (y, output_log_det) =
-            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
-        let log_det = sum_per_sample(log_scale).add(output_log_det);
+        let (y, log_det, a) = self.forward_with_subnet(x, mode);
         (y, log_det, vec![("s", flatten_batch(&a))])
     }
 }
@@ -387,6 +399,38 @@ pub struct DownCoupling<B: Backend, NetHi: Module<B>, NetLo: Module<B>> {
     pub split: usize,
 }
 
+impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetLo> {
+    /// The forward pass with the raw subnet outputs `[a1, a2]` of `s_hi` and `s_lo`.
+    fn forward_with_subnets(
+        &self,
+        x: Tensor<B, 4>,
+        mode: Mode,
+    ) -> (Tensor<B, 4>, Tensor<B, 1>, [Tensor<B, 4>; 2]) {
+        let (x1, x2) = split_at_channel(x, self.split);
+        let (c1, c2) = (x1.dims()[1], x2.dims()[1]);
+
+        let a1 = self.subnet_strided.forward(x1.clone(), mode);
+        let log_scale1 = soft_clamp(a1.clone().narrow(1, 0, 4 * c2), 0.2, self.clamp);
+        let y2 = pixel_unshuffle(x2)
+            .mul(log_scale1.clone().exp())
+            .add(a1.clone().narrow(1, 4 * c2, 4 * c2));
+
+        let a2 = self.subnet_low_res.forward(y2.clone(), mode);
+        let log_scale2 = soft_clamp(a2.clone().narrow(1, 0, 4 * c1), 0.2, self.clamp);
+        let y1 = pixel_unshuffle(x1)
+            .mul(log_scale2.clone().exp())
+            .add(a2.clone().narrow(1, 4 * c1, 4 * c1));
+
+        let u = Tensor::cat(vec![y1, y2], 1);
+        let (y, output_log_det) =
+            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
+        let log_det = sum_per_sample(log_scale2)
+            .add(sum_per_sample(log_scale1))
+            .add(output_log_det);
+        (y, log_det, [a1, a2])
+    }
+}
+
 impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> Invertible<B, 4, 4>
     for DownCoupling<B, NetHi, NetLo>
 {
@@ -399,7 +443,7 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> Invertible<B, 4, 4>
     /// # Returns
     /// `(y, log_det)`.
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> WithLogDet<B> {
-        let (y, log_det, _) = self.forward_traced(x, mode);
+        let (y, log_det, _) = self.forward_with_subnets(x, mode);
         (y, log_det)
     }
 
@@ -446,27 +490,7 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> Invertible<B, 4, 4>
 
     /// [`forward`](Invertible::forward) with the raw subnet outputs `s_hi`, `s_lo`.
     fn forward_traced(&self, x: Tensor<B, 4>, mode: Mode) -> Traced<B, 4> {
-        let (x1, x2) = split_at_channel(x, self.split);
-        let (c1, c2) = (x1.dims()[1], x2.dims()[1]);
-
-        let a1 = self.subnet_strided.forward(x1.clone(), mode);
-        let log_scale1 = soft_clamp(a1.clone().narrow(1, 0, 4 * c2), 0.2, self.clamp);
-        let y2 = pixel_unshuffle(x2)
-            .mul(log_scale1.clone().exp())
-            .add(a1.clone().narrow(1, 4 * c2, 4 * c2));
-
-        let a2 = self.subnet_low_res.forward(y2.clone(), mode);
-        let log_scale2 = soft_clamp(a2.clone().narrow(1, 0, 4 * c1), 0.2, self.clamp);
-        let y1 = pixel_unshuffle(x1)
-            .mul(log_scale2.clone().exp())
-            .add(a2.clone().narrow(1, 4 * c1, 4 * c1));
-
-        let u = Tensor::cat(vec![y1, y2], 1);
-        let (y, output_log_det) =
-            output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
-        let log_det = sum_per_sample(log_scale2)
-            .add(sum_per_sample(log_scale1))
-            .add(output_log_det);
+        let (y, log_det, [a1, a2]) = self.forward_with_subnets(x, mode);
         let subnets = vec![("s_hi", flatten_batch(&a1)), ("s_lo", flatten_batch(&a2))];
         (y, log_det, subnets)
     }

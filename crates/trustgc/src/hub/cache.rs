@@ -273,6 +273,11 @@ impl<'a> Hub<'a> {
             .or_else(|| header(&head, "content-length"))
             .and_then(|s| s.trim().parse::<u64>().ok())
             .ok_or_else(|| missing("a size (X-Linked-Size or Content-Length)"))?;
+        // A model folder's JSON files are a few kB; a hub that announces more is not
+        // served a megabyte-scale config's worth of disk.
+        if file.ends_with(".json") && size > MAX_JSON_BYTES {
+            return Err(self.unsafe_value(file, "a JSON file's size", &size.to_string()));
+        }
         let (etag, commit) = (etag.to_string(), commit.to_string());
         drop(head);
         if !self.layout.has_blob(&etag) {
@@ -670,8 +675,28 @@ fn is_model_dir(dir: &Path) -> bool {
     dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()
 }
 
+/// The largest `config.json` or `ood.json` the hub loader accepts (1 MiB; the ImageNet
+/// config with its 1000 class names is about 30 kB).
+const MAX_JSON_BYTES: u64 = 1 << 20;
+
+/// A JSON file of the cache, at most [`MAX_JSON_BYTES`] of it.
+fn read_json(path: &Path) -> Result<Vec<u8>, std::io::Error> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_JSON_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_JSON_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "larger than the 1 MiB a model folder's JSON file may have",
+        ));
+    }
+    Ok(bytes)
+}
+
 fn check_config(path: &Path) -> Result<(), Corruption> {
-    let text = std::fs::read(path).map_err(Corruption::Read)?;
+    let text = read_json(path).map_err(Corruption::Read)?;
     let text = String::from_utf8_lossy(&text);
     GcConfig::from_json(&text)
         .map(|_| ())
@@ -679,7 +704,7 @@ fn check_config(path: &Path) -> Result<(), Corruption> {
 }
 
 fn check_ood(path: &Path) -> Result<(), Corruption> {
-    let text = std::fs::read(path).map_err(Corruption::Read)?;
+    let text = read_json(path).map_err(Corruption::Read)?;
     serde_json::from_slice::<OodStats>(&text)
         .map(|_| ())
         .map_err(Corruption::Ood)

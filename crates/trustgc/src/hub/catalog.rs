@@ -34,8 +34,7 @@ use trustgc_core::Beta;
 /// β=2 0.56 %, β=32 36.81 %, β=∞ 74.40 %); the cause is unknown, so measure before you
 /// rely on a variant.
 ///
-/// Load one with [`Classifier::pretrained`](crate::Classifier::pretrained) (feature
-/// `pretrained`, see [`crate::hub`]):
+/// Load one with `Classifier::pretrained` (feature `pretrained`, see [`crate::hub`]):
 ///
 /// ```no_run
 /// use trustgc::burn::backend::Flex;

@@ -155,6 +155,7 @@ impl Http {
             if response.status().is_redirection()
                 && let Some(location) = relative
                 && let Ok(next) = url.join(location)
+                && same_origin(&url, &next)
             {
                 url = next;
                 continue;
@@ -215,6 +216,14 @@ impl Http {
     }
 }
 
+/// Whether `next` has the scheme, host and port of `current` (a `Location` such as
+/// `\\other.host/x` parses as relative but joins onto another host).
+fn same_origin(current: &Url, next: &Url) -> bool {
+    current.scheme() == next.scheme()
+        && current.host_str() == next.host_str()
+        && current.port_or_known_default() == next.port_or_known_default()
+}
+
 /// A `Location` without scheme and host.
 fn is_relative_location(location: &str) -> bool {
     Url::parse(location) == Err(url::ParseError::RelativeUrlWithoutBase)
@@ -243,4 +252,28 @@ pub(super) fn parse_endpoint(endpoint: &str) -> Result<Url, ClientError> {
 /// A header's value as text, if it is there and is text.
 pub(super) fn header<'r>(response: &'r Response, name: &str) -> Option<&'r str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_redirects_stay_on_the_host() {
+        let base = Url::parse("http://127.0.0.1:8080/org/repo/resolve/main/config.json").unwrap();
+        for location in ["/api/x", "x", "../y"] {
+            assert!(is_relative_location(location), "{location}");
+            assert!(
+                same_origin(&base, &base.join(location).unwrap()),
+                "{location}"
+            );
+        }
+        for location in ["\\\\evil.example/x", "/\\evil.example/x"] {
+            let joined = base.join(location).unwrap();
+            assert!(
+                !(is_relative_location(location) && same_origin(&base, &joined)),
+                "{location} leads to {joined}"
+            );
+        }
+    }
 }

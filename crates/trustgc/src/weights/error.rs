@@ -20,6 +20,24 @@ pub struct ShapeMismatch {
     pub found: Vec<usize>,
 }
 
+/// Anything with a shape: a decoded [`Tensor`], or just the shape read from a header.
+pub trait Shaped {
+    /// The shape.
+    fn shape(&self) -> &[usize];
+}
+
+impl Shaped for Tensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+impl Shaped for Vec<usize> {
+    fn shape(&self) -> &[usize] {
+        self
+    }
+}
+
 /// The keys of a checkpoint that do not match the model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyReport {
@@ -37,9 +55,9 @@ impl KeyReport {
     /// `missing` and `misshaped` follow `expected`'s order, `unexpected` is sorted.
     ///
     /// Both the native and the reference loaders build their report here.
-    pub fn compare<'a>(
+    pub fn compare<'a, T: Shaped>(
         expected: impl IntoIterator<Item = (&'a str, &'a [usize])>,
-        tensors: &HashMap<String, Tensor>,
+        tensors: &HashMap<String, T>,
         ignored: impl Fn(&str) -> bool,
     ) -> Self {
         let mut report = KeyReport::default();
@@ -48,10 +66,10 @@ impl KeyReport {
             known.insert(key);
             match tensors.get(key) {
                 None => report.missing.push(key.to_string()),
-                Some(tensor) if tensor.shape != shape => report.misshaped.push(ShapeMismatch {
+                Some(tensor) if tensor.shape() != shape => report.misshaped.push(ShapeMismatch {
                     key: key.to_string(),
                     expected: shape.to_vec(),
-                    found: tensor.shape.clone(),
+                    found: tensor.shape().to_vec(),
                 }),
                 Some(_) => {}
             }

@@ -44,5 +44,5 @@ pub mod reference;
 pub mod safetensors;
 mod validate;
 
-pub use error::{FixedTensorProblem, KeyReport, LoadError, SaveError, ShapeMismatch};
+pub use error::{FixedTensorProblem, KeyReport, LoadError, SaveError, ShapeMismatch, Shaped};
 pub use trustgc_checkpoint::{DType, Tensor, Values};

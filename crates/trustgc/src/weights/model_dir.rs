@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use trustgc_core::{ConfigError, GcConfig, GenerativeClassifier};
 
 use super::LoadError;
-use super::safetensors::{model_from_tensors, read_safetensors_bytes};
+use super::safetensors::load_native_bytes;
 use crate::classifier::Classifier;
 use crate::ood::{OodCheckError, OodStats};
 
@@ -103,11 +103,12 @@ impl ModelFiles<'_> {
     ) -> Result<(GcConfig, GenerativeClassifier<B>), ModelDirError> {
         let config = self.config()?;
         let path = self.dir.join("model.safetensors");
-        let model = read_safetensors_bytes(self.weights)
-            .and_then(|tensors| model_from_tensors(&config, &tensors, device))
-            .map_err(|source| ModelDirError::Load {
-                path: path.clone(),
-                source: Box::new(source),
+        let model =
+            load_native_bytes(self.weights, Some(&path), &config, device).map_err(|source| {
+                ModelDirError::Load {
+                    path: path.clone(),
+                    source: Box::new(source),
+                }
             })?;
         Ok((config, model))
     }
@@ -121,7 +122,10 @@ impl ModelFiles<'_> {
         let ood = self.ood(config.n_classes)?;
         let classifier = Classifier::new(config, model, device);
         Ok(match ood {
-            Some(ood) => classifier.with_ood(ood),
+            Some(ood) => classifier.with_ood(ood).map_err(|source| {
+                let path = self.dir.join("ood.json");
+                ModelDirError::OodMismatch { path, source }
+            })?,
             None => classifier,
         })
     }

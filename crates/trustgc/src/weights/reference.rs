@@ -16,7 +16,7 @@ use trustgc_core::keymap::{FixedKind, KeyMapping, Role, Transform, is_activation
 use trustgc_core::{GcConfig, GenerativeClassifier};
 
 use super::convert::ConvertError;
-use super::safetensors::{FLOAT_DTYPES, finite_floats, float_data, read_safetensors};
+use super::safetensors::{FLOAT_DTYPES, finite_floats, float_data, read_expected};
 use super::validate::{build_model, check_values};
 use super::{FixedTensorProblem, KeyReport, LoadError, Tensor};
 
@@ -140,15 +140,25 @@ pub fn model_from_reference_tensors<B: Backend>(
     build_model(config, reference_to_native(config, tensors)?, device)
 }
 
-/// Loads a safetensors file with the reference's key names (e.g. `mini.safetensors`);
-/// fails as [`read_safetensors`] and [`reference_to_native`] do.
+/// Loads a safetensors file with the reference's key names (e.g. `mini.safetensors`); the
+/// keys and shapes are checked from the header before any value is decoded. Fails as
+/// [`reference_to_native`] does, or with [`LoadError::Io`] / [`LoadError::Safetensors`].
 pub fn load_reference_safetensors<B: Backend>(
     path: &Path,
     config: &GcConfig,
     device: &B::Device,
 ) -> Result<GenerativeClassifier<B>, LoadError> {
-    read_safetensors(path)
-        .and_then(|tensors| model_from_reference_tensors(config, &tensors, device))
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    config.validate()?;
+    let table = key_table(config);
+    let expected = table
+        .iter()
+        .map(|row| (row.reference.as_str(), row.reference_shape.as_slice()));
+    let tensors = read_expected(&bytes, Some(path), expected, is_activation_key)?;
+    model_from_reference_tensors(config, &tensors, device)
 }
 
 /// Reads a reference checkpoint's tensors (without `opt` and `inn.tmp_var_*`) with

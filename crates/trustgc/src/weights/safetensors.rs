@@ -50,61 +50,100 @@ fn decode<T, const N: usize>(data: &[u8], decode: impl Fn([u8; N]) -> T) -> Vec<
 }
 
 fn tensors_of(bytes: &[u8], path: Option<&Path>) -> Result<HashMap<String, Tensor>, LoadError> {
-    let file =
-        safetensors::SafeTensors::deserialize(bytes).map_err(|source| LoadError::Safetensors {
-            path: path.map(Path::to_path_buf),
-            source,
-        })?;
-    let mut out = HashMap::new();
-    for (name, view) in file.tensors() {
-        let data = view.data();
-        let (dtype, values) = match view.dtype() {
-            Dtype::F32 => (
-                DType::F32,
-                Values::Float(decode(data, |b| f64::from(f32::from_le_bytes(b)))),
-            ),
-            Dtype::F64 => (DType::F64, Values::Float(decode(data, f64::from_le_bytes))),
-            Dtype::F16 => (
-                DType::F16,
-                Values::Float(decode(data, |b| f16::from_le_bytes(b).to_f64())),
-            ),
-            Dtype::BF16 => (
-                DType::BF16,
-                Values::Float(decode(data, |b| bf16::from_le_bytes(b).to_f64())),
-            ),
-            Dtype::I64 => (DType::I64, Values::Int(decode(data, i64::from_le_bytes))),
-            Dtype::I32 => (
-                DType::I32,
-                Values::Int(decode(data, |b| i64::from(i32::from_le_bytes(b)))),
-            ),
-            Dtype::I16 => (
-                DType::I16,
-                Values::Int(decode(data, |b| i64::from(i16::from_le_bytes(b)))),
-            ),
-            Dtype::I8 => (
-                DType::I8,
-                Values::Int(data.iter().map(|&b| i64::from(b as i8)).collect()),
-            ),
-            Dtype::U8 => (
-                DType::U8,
-                Values::Int(data.iter().map(|&b| i64::from(b)).collect()),
-            ),
-            Dtype::BOOL => (
-                DType::Bool,
-                Values::Int(data.iter().map(|&b| i64::from(b != 0)).collect()),
-            ),
-            found => return Err(LoadError::UnsupportedDType { key: name, found }),
-        };
-        out.insert(
-            name,
-            Tensor {
-                shape: view.shape().to_vec(),
-                dtype,
-                values,
-            },
-        );
-    }
-    Ok(out)
+    let file = deserialize(bytes, path)?;
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| decode_view(&view, &name).map(|tensor| (name, tensor)))
+        .collect()
+}
+
+fn deserialize<'a>(
+    bytes: &'a [u8],
+    path: Option<&Path>,
+) -> Result<safetensors::SafeTensors<'a>, LoadError> {
+    safetensors::SafeTensors::deserialize(bytes).map_err(|source| LoadError::Safetensors {
+        path: path.map(Path::to_path_buf),
+        source,
+    })
+}
+
+/// Reads the tensors of a safetensors file in memory after checking its keys and shapes
+/// (from the header alone) against `expected`: nothing is decoded from a file that does
+/// not fit, and tensors `ignored` accepts are skipped.
+///
+/// # Errors
+/// [`LoadError::Safetensors`], [`LoadError::Keys`] with every wrong key, or
+/// [`LoadError::UnsupportedDType`].
+pub(crate) fn read_expected<'a>(
+    bytes: &[u8],
+    path: Option<&Path>,
+    expected: impl IntoIterator<Item = (&'a str, &'a [usize])>,
+    ignored: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, Tensor>, LoadError> {
+    let file = deserialize(bytes, path)?;
+    let views = file.tensors();
+    let shapes: HashMap<String, Vec<usize>> = views
+        .iter()
+        .map(|(name, view)| (name.clone(), view.shape().to_vec()))
+        .collect();
+    KeyReport::compare(expected, &shapes, &ignored).into_result()?;
+    views
+        .into_iter()
+        .filter(|(name, _)| !ignored(name))
+        .map(|(name, view)| decode_view(&view, &name).map(|tensor| (name, tensor)))
+        .collect()
+}
+
+/// Decodes one tensor's values (floats widened to `f64`, integers to `i64`).
+fn decode_view(view: &TensorView<'_>, name: &str) -> Result<Tensor, LoadError> {
+    let data = view.data();
+    let (dtype, values) = match view.dtype() {
+        Dtype::F32 => (
+            DType::F32,
+            Values::Float(decode(data, |b| f64::from(f32::from_le_bytes(b)))),
+        ),
+        Dtype::F64 => (DType::F64, Values::Float(decode(data, f64::from_le_bytes))),
+        Dtype::F16 => (
+            DType::F16,
+            Values::Float(decode(data, |b| f16::from_le_bytes(b).to_f64())),
+        ),
+        Dtype::BF16 => (
+            DType::BF16,
+            Values::Float(decode(data, |b| bf16::from_le_bytes(b).to_f64())),
+        ),
+        Dtype::I64 => (DType::I64, Values::Int(decode(data, i64::from_le_bytes))),
+        Dtype::I32 => (
+            DType::I32,
+            Values::Int(decode(data, |b| i64::from(i32::from_le_bytes(b)))),
+        ),
+        Dtype::I16 => (
+            DType::I16,
+            Values::Int(decode(data, |b| i64::from(i16::from_le_bytes(b)))),
+        ),
+        Dtype::I8 => (
+            DType::I8,
+            Values::Int(data.iter().map(|&b| i64::from(b as i8)).collect()),
+        ),
+        Dtype::U8 => (
+            DType::U8,
+            Values::Int(data.iter().map(|&b| i64::from(b)).collect()),
+        ),
+        Dtype::BOOL => (
+            DType::Bool,
+            Values::Int(data.iter().map(|&b| i64::from(b != 0)).collect()),
+        ),
+        found => {
+            return Err(LoadError::UnsupportedDType {
+                key: name.to_string(),
+                found,
+            });
+        }
+    };
+    Ok(Tensor {
+        shape: view.shape().to_vec(),
+        dtype,
+        values,
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
@@ -273,25 +312,45 @@ pub fn model_from_tensors<B: Backend>(
 /// Loads a model saved by [`save_safetensors`] (or a converted `model.safetensors`).
 ///
 /// # Errors
-/// As [`read_safetensors`] and [`model_from_tensors`].
+/// [`LoadError::Io`], then as [`load_safetensors_bytes`].
 pub fn load_safetensors<B: Backend>(
     path: &Path,
     config: &GcConfig,
     device: &B::Device,
 ) -> Result<GenerativeClassifier<B>, LoadError> {
-    model_from_tensors(config, &read_safetensors(path)?, device)
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_native_bytes(&bytes, Some(path), config, device)
 }
 
 /// Loads a model from the bytes of a `model.safetensors` (trustgc names), e.g. weights
 /// embedded in a binary with `include_bytes!`. [`load_safetensors`] is this on a file's
-/// bytes.
+/// bytes. The keys and shapes are checked from the header before any value is decoded.
 ///
 /// # Errors
-/// As [`read_safetensors_bytes`] and [`model_from_tensors`].
+/// [`LoadError::Safetensors`], [`LoadError::Keys`], then as [`model_from_tensors`].
 pub fn load_safetensors_bytes<B: Backend>(
     bytes: &[u8],
     config: &GcConfig,
     device: &B::Device,
 ) -> Result<GenerativeClassifier<B>, LoadError> {
-    model_from_tensors(config, &read_safetensors_bytes(bytes)?, device)
+    load_native_bytes(bytes, None, config, device)
+}
+
+/// [`load_safetensors_bytes`] naming `path` in its errors.
+pub(crate) fn load_native_bytes<B: Backend>(
+    bytes: &[u8],
+    path: Option<&Path>,
+    config: &GcConfig,
+    device: &B::Device,
+) -> Result<GenerativeClassifier<B>, LoadError> {
+    config.validate()?;
+    let table = key_table(config);
+    let expected = table
+        .iter()
+        .map(|row| (row.ours.as_str(), row.shape.as_slice()));
+    let tensors = read_expected(bytes, path, expected, |_| false)?;
+    model_from_tensors(config, &tensors, device)
 }
