@@ -141,8 +141,12 @@ impl<'a> Hub<'a> {
         if is_commit_id(revision) {
             return Ok(Some(revision.to_string()));
         }
-        self.layout.read_ref(revision).map_err(|value| {
-            self.unsafe_value(file, "a commit id recorded in the cache's refs/", &value)
+        self.layout.read_ref(revision).map_err(|invalid| {
+            self.unsafe_value(
+                file,
+                "a commit id recorded in the cache's refs/",
+                &invalid.found,
+            )
         })
     }
 

@@ -15,6 +15,13 @@ use super::validate::{is_blob_id, is_commit_id};
 /// How long to wait for another process's download lock.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// A `refs/<revision>` entry of the cache that is not a commit id (what it holds instead).
+#[derive(Debug)]
+pub(super) struct InvalidRef {
+    /// The entry's content, or what it is when it is not a file.
+    pub(super) found: String,
+}
+
 /// `models--owner--name/` of one repository, and the locks beside it.
 pub(super) struct Layout {
     repo_dir: PathBuf,
@@ -73,15 +80,19 @@ impl Layout {
     }
 
     /// The commit `refs/<revision>` records: `Ok(None)` when there is none (or it cannot
-    /// be read), `Err(text)` when it is not a commit id.
-    pub(super) fn read_ref(&self, revision: &str) -> Result<Option<String>, String> {
+    /// be read), [`InvalidRef`] when it is not a commit id.
+    pub(super) fn read_ref(&self, revision: &str) -> Result<Option<String>, InvalidRef> {
         let path = self.ref_path(revision);
         if !self.real_dirs(path.parent()) {
             return Ok(None);
         }
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_file() => {}
-            Ok(_) => return Err(format!("{} is not a file", path.display())),
+            Ok(_) => {
+                return Err(InvalidRef {
+                    found: format!("{} is not a file", path.display()),
+                });
+            }
             Err(_) => return Ok(None),
         }
         // A commit id and a newline; a longer file is not one.
@@ -97,7 +108,9 @@ impl Layout {
         if is_commit_id(commit) {
             Ok(Some(commit.to_string()))
         } else {
-            Err(commit.to_string())
+            Err(InvalidRef {
+                found: commit.to_string(),
+            })
         }
     }
 
