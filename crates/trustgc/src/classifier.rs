@@ -327,6 +327,7 @@ impl<B: Backend> Classifier<B> {
     /// ];
     /// let results = classifier.likelihoods_batch(&images)?;
     /// assert_eq!(results.len(), 2);
+    /// assert!(classifier.likelihoods_batch(&[])?.is_empty());
     /// for result in &results {
     ///     let posterior: f64 = result.log_posterior.iter().map(|l| l.exp()).sum();
     ///     assert!((posterior - 1.0).abs() < 1e-6);
@@ -334,12 +335,17 @@ impl<B: Backend> Classifier<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
+    /// No images give no results.
+    ///
     /// # Errors
     /// As [`Classifier::preprocess`] and [`Classifier::likelihoods_tensor`].
     pub fn likelihoods_batch(
         &self,
         images: &[DynamicImage],
     ) -> Result<Vec<Likelihoods>, ClassifyError> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
         self.likelihoods_tensor(self.preprocess(images)?)
     }
 
