@@ -286,6 +286,21 @@ mod tests {
         (marginal, distances, posteriors, labels)
     }
 
+    /// [`OodStats::fit`] on the synthetic calibration scores with `labels`.
+    fn fit_with(alpha: f64, labels: &[usize]) -> Result<OodStats, OodCheckError> {
+        let (marginal, distances, posteriors, _) = calibration();
+        let source = "synthetic".into();
+        OodStats::fit(
+            alpha,
+            0.1,
+            &marginal,
+            &distances,
+            &posteriors,
+            labels,
+            source,
+        )
+    }
+
     #[test]
     fn verdicts_follow_the_typicality_tests() {
         let (marginal, distances, posteriors, labels) = calibration();
@@ -371,18 +386,8 @@ mod tests {
 
     #[test]
     fn a_class_without_calibration_images_is_an_error_not_a_silent_threshold() {
-        let (marginal, distances, posteriors, mut labels) = calibration();
-        labels.iter_mut().for_each(|l| *l = 0);
-        let error = OodStats::fit(
-            0.05,
-            0.1,
-            &marginal,
-            &distances,
-            &posteriors,
-            &labels,
-            "test".into(),
-        )
-        .unwrap_err();
+        let labels = vec![0; calibration().3.len()];
+        let error = fit_with(0.05, &labels).unwrap_err();
         assert!(
             matches!(error, OodCheckError::ClassThreshold { class: 1, .. }),
             "{error}"
@@ -391,17 +396,7 @@ mod tests {
 
     #[test]
     fn impossible_statistics_fail_the_check() {
-        let (marginal, distances, posteriors, labels) = calibration();
-        let good = OodStats::fit(
-            0.05,
-            0.1,
-            &marginal,
-            &distances,
-            &posteriors,
-            &labels,
-            "test".into(),
-        )
-        .unwrap();
+        let good = fit_with(0.05, &calibration().3).unwrap();
         let mut negative = good.clone();
         negative.class_max_distance[0] = -1.0;
         assert!(matches!(

@@ -16,7 +16,7 @@ use trustgc_core::keymap::{FixedKind, KeyMapping, Role, Transform, is_activation
 use trustgc_core::{GcConfig, GenerativeClassifier};
 
 use super::convert::ConvertError;
-use super::safetensors::{FLOAT_DTYPES, finite_floats, float_data, read_expected};
+use super::safetensors::{FLOAT_DTYPES, finite_floats, float_data, read_expected, read_file};
 use super::validate::{build_model, check_values};
 use super::{FixedTensorProblem, KeyReport, LoadError, Tensor};
 
@@ -143,16 +143,16 @@ pub fn model_from_reference_tensors<B: Backend>(
 /// Loads a safetensors file with the reference's key names (e.g. `mini.safetensors`); the
 /// keys and shapes are checked from the header before any value is decoded. Fails as
 /// [`reference_to_native`] does, or with [`LoadError::Io`] / [`LoadError::Safetensors`].
-pub fn load_reference_safetensors<B: Backend>(
+pub fn load_reference_safetensors<B>(
     path: &Path,
     config: &GcConfig,
     device: &B::Device,
-) -> Result<GenerativeClassifier<B>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+) -> Result<GenerativeClassifier<B>, LoadError>
+where
+    B: Backend,
+{
     config.validate()?;
+    let bytes = read_file(path)?;
     let table = key_table(config);
     let expected = table
         .iter()

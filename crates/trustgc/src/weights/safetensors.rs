@@ -20,16 +20,21 @@ use trustgc_core::{GcConfig, GenerativeClassifier};
 use super::validate::{build_model, check_values};
 use super::{DType, KeyReport, LoadError, SaveError, Tensor, Values};
 
+/// The bytes of a weights file ([`LoadError::Io`] naming it).
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Reads every tensor of a safetensors file.
 ///
 /// # Errors
 /// [`LoadError::Io`], [`LoadError::Safetensors`], or [`LoadError::UnsupportedDType`] for a
 /// tensor of a dtype [`Values`] cannot hold.
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_file(path)?;
     tensors_of(&bytes, Some(path))
 }
 
@@ -318,11 +323,7 @@ pub fn load_safetensors<B: Backend>(
     config: &GcConfig,
     device: &B::Device,
 ) -> Result<GenerativeClassifier<B>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    load_native_bytes(&bytes, Some(path), config, device)
+    load_native_bytes(&read_file(path)?, Some(path), config, device)
 }
 
 /// Loads a model from the bytes of a `model.safetensors` (trustgc names), e.g. weights
