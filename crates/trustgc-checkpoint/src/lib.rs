@@ -328,6 +328,18 @@ pub fn read_checkpoint_bytes_with_limits(
     )
 }
 
+/// [`read_checkpoint_bytes_with_limits`] from any seekable reader of `len` bytes (a file,
+/// a buffer, a member of an archive). Only the pickles, the storage headers and the
+/// storages of kept tensors are read.
+pub fn read_checkpoint_from<R: std::io::Read + std::io::Seek>(
+    reader: R,
+    len: u64,
+    keep: impl Fn(&str) -> bool,
+    limits: &Limits,
+) -> Result<Checkpoint, CheckpointError> {
+    reader::read(reader, len, &keep, limits)
+}
+
 /// Lists every tensor of a checkpoint file (key, shape, dtype, storage) without reading
 /// any storage. The file is still fully validated: pickle, allow-list, views against
 /// their storages, and storage sizes against the file.

@@ -2,12 +2,15 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Seek, SeekFrom};
 
+use common::golden_mini;
 use safetensors::{Dtype, SafeTensors};
 use trustgc_checkpoint::{
-    Checkpoint, DType, Format, Values, default_keep, inspect_checkpoint, read_checkpoint,
-    read_checkpoint_bytes,
+    Checkpoint, DType, Format, Limits, Values, default_keep, inspect_checkpoint,
+    inspect_checkpoint_bytes, read_checkpoint, read_checkpoint_bytes, read_checkpoint_from,
 };
 
 const FILES: [(&str, Format); 4] = [
@@ -240,4 +243,80 @@ fn corrupt_zip_entries_fail_their_crc_only_when_read() {
     let mut bytes = clean.clone();
     corrupt_entry(&mut bytes, &mu);
     crc_error(read_checkpoint_bytes(&bytes, default_keep), &mu);
+}
+
+/// Counts the bytes read through it.
+struct Counting<'c, R> {
+    inner: R,
+    read: &'c Cell<u64>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Counting<'_, R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+fn bytes_read(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> (u64, Checkpoint) {
+    let read = Cell::new(0);
+    let reader = Counting {
+        inner: io::Cursor::new(bytes),
+        read: &read,
+    };
+    let c = read_checkpoint_from(reader, bytes.len() as u64, keep, &Limits::default()).unwrap();
+    (read.get(), c)
+}
+
+#[test]
+fn dropped_tensors_are_never_read_legacy() {
+    let bytes = golden_mini("mini_legacy.avg.pt");
+    let (read, c) = bytes_read(&bytes, &default_keep);
+    let kept: u64 = c
+        .tensors
+        .iter()
+        .map(|(_, t)| (t.numel() * t.dtype.size()) as u64)
+        .sum();
+    // The format sniff (8), the five pickles (they end at byte 58701), the 375
+    // storage counts, and the bytes of the kept tensors: nothing else.
+    assert_eq!(read, 8 + 58701 + 375 * 8 + kept);
+    let (read_all, _) = bytes_read(&bytes, &|_| true);
+    assert!(read_all > read + 4_000_000, "{read_all} vs {read}");
+}
+
+#[test]
+fn dropped_tensors_are_never_read_zip() {
+    let bytes = golden_mini("mini.avg.pt");
+    let (read, _) = bytes_read(&bytes, &default_keep);
+    let inv = inspect_checkpoint_bytes(&bytes).unwrap();
+    // Storages that only dropped tensors use: none of their bytes may be read.
+    let mut kept_storages = HashSet::new();
+    let mut dropped: HashMap<&str, u64> = HashMap::new();
+    for t in &inv.tensors {
+        let n = (t.shape.iter().product::<usize>() * t.dtype.size()) as u64;
+        if default_keep(&t.key) {
+            kept_storages.insert(t.storage_key.as_str());
+        } else {
+            let e = dropped.entry(t.storage_key.as_str()).or_default();
+            *e = (*e).max(n);
+        }
+    }
+    let unread: u64 = dropped
+        .iter()
+        .filter(|(k, _)| !kept_storages.contains(*k))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(unread > 1_500_000, "{unread}");
+    assert!(
+        read <= bytes.len() as u64 - unread,
+        "read {read} of {} bytes, {unread} belong to dropped tensors only",
+        bytes.len()
+    );
 }
