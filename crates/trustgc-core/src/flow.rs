@@ -54,8 +54,6 @@ pub struct Flow<B: Backend> {
     pub dct: DctPooling<B>,
     /// The permutation of the loss dimensions (`PERM_FC_0 1`).
     pub permute: FeaturePermutation<B>,
-    /// Number of loss dimensions (`z_fc`).
-    pub n_loss_dims: usize,
     /// The plan the flow was built from (node numbers, shapes, parameter paths).
     pub plan: FlowPlan,
 }
@@ -219,7 +217,6 @@ impl<B: Backend> Flow<B> {
                 config.n_loss_dims,
             ))
             .init(device),
-            n_loss_dims: config.n_loss_dims,
             plan,
         })
     }
@@ -299,10 +296,9 @@ impl<B: Backend> Flow<B> {
         let (t, dct_log_det) = self.dct.forward(x, mode);
         log_det = log_det.add(dct_log_det.clone());
         let total = t.dims()[1];
-        let z_fc_raw = t.clone().narrow(1, 0, self.n_loss_dims);
-        let z_conv = t
-            .clone()
-            .narrow(1, self.n_loss_dims, total - self.n_loss_dims);
+        let n_loss_dims = self.plan.n_loss_dims;
+        let z_fc_raw = t.clone().narrow(1, 0, n_loss_dims);
+        let z_conv = t.clone().narrow(1, n_loss_dims, total - n_loss_dims);
         let (z_fc, permute_log_det) = self.permute.forward(z_fc_raw.clone(), mode);
         if let Some(observe) = observer {
             let zeros = permute_log_det.zeros_like();

@@ -161,16 +161,17 @@ fn peak_rss_kib() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// A config far larger than the weights (3·10⁶ classes: 12 GB of class means) gets the
+/// key report naming the head's tensors. Whether the model would have been allocated first
+/// cannot be seen from memory here (burn initializes the means lazily, so building it
+/// costs ~1 MiB either way); the order is checked by the header test below, which decodes
+/// nothing from a file that does not fit.
 #[test]
-fn keys_are_checked_before_the_model_is_allocated() {
-    // A config whose class means alone would take 12 GB (3·10⁶ classes × 1024 latent
-    // dimensions in float32, under the parameter cap), with weights that do not fit it:
-    // the key report comes first.
+fn a_config_far_larger_than_the_weights_gets_a_key_report() {
     let (mut config, tensors) = shipped();
     config.n_classes = 3_000_000;
     config.class_names.clear();
     config.validate().unwrap();
-    let before = peak_rss_kib();
     match load(&config, &tensors) {
         Err(LoadError::Keys { report }) => {
             let keys: Vec<&str> = report.misshaped.iter().map(|m| m.key.as_str()).collect();
@@ -178,12 +179,6 @@ fn keys_are_checked_before_the_model_is_allocated() {
         }
         other => panic!("expected a key report, got {other:?}"),
     }
-    let grown_mib = peak_rss_kib().saturating_sub(before) / 1024;
-    println!("peak memory grew by {grown_mib} MiB");
-    assert!(
-        grown_mib < 512,
-        "loading allocated {grown_mib} MiB before checking the keys"
-    );
 }
 
 #[test]
