@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
 
 /// Which part of a checkpoint a byte offset in an error refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,15 +189,10 @@ impl fmt::Display for Limit {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointError {
-    /// The checkpoint file could not be opened or read.
-    #[error("cannot read checkpoint file {path}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
+    /// The checkpoint path is not a regular file (a pipe or device is refused unread) or
+    /// could not be opened.
+    #[error(transparent)]
+    Open(#[from] trustgc_io::ReadError),
     /// An I/O error while reading a section of the checkpoint.
     #[error("I/O error in {section} at byte {offset}")]
     Read {

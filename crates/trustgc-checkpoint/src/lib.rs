@@ -358,12 +358,8 @@ pub fn inspect_checkpoint_bytes(bytes: &[u8]) -> Result<Inventory, CheckpointErr
 }
 
 fn open_file(path: &Path) -> Result<(BufReader<File>, u64), CheckpointError> {
-    let io_err = |source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
+    let trustgc_io::Opened { file, len } =
+        trustgc_io::open_regular(path, trustgc_io::Cap::TENSORS)?;
     Ok((BufReader::with_capacity(1 << 16, file), len))
 }
 

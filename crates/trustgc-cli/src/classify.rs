@@ -201,7 +201,8 @@ pub fn preprocess(args: PreprocessArgs) -> Result<(), BoxError> {
         &bytes,
     )?;
     let encoded = safetensors::serialize(vec![("x".to_string(), view)], None)?;
-    trustgc::weights::safetensors::write_atomically(&args.output, &encoded)?;
+    let inputs: Vec<&std::path::Path> = args.images.iter().map(PathBuf::as_path).collect();
+    trustgc_io::write_file(&args.output, &inputs, &encoded)?;
     eprintln!(
         "wrote x [{}, {c}, {h}, {w}] to {}",
         args.images.len(),
@@ -341,9 +342,9 @@ pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
     }
     let spec = crate::device(&args.device)?;
     let (stats, held_out, dir) = run_on(&spec, FitOodTask { args })??;
-    let path = dir.join("ood.json");
-    trustgc::weights::safetensors::write_atomically(
-        &path,
+    trustgc::weights::model_dir::write_model_file(
+        &dir,
+        "ood.json",
         serde_json::to_string_pretty(&stats)?.as_bytes(),
     )?;
     println!(
@@ -361,6 +362,6 @@ pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
             100.0 * ood
         );
     }
-    println!("wrote {}", path.display());
+    println!("wrote {}", dir.join("ood.json").display());
     Ok(())
 }

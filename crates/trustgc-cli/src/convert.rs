@@ -18,6 +18,11 @@ pub struct ConvertArgs {
     /// The architecture as a config.json.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The checkpoint's SHA-256 as its publisher gives it (64 hex digits): checked before
+    /// anything is read or written. The legacy checkpoint format has no checksum of its
+    /// own, so without this a corrupted file could convert into a different model.
+    #[arg(long, value_parser = parse_sha256)]
+    sha256: Option<trustgc_io::Sha256Digest>,
     /// The model folder to create (config.json, model.safetensors, README.md).
     #[arg(long)]
     out: PathBuf,
@@ -27,8 +32,7 @@ pub struct ConvertArgs {
 pub fn convert(args: ConvertArgs) -> Result<(), BoxError> {
     let config = match (&args.config, args.preset.as_deref()) {
         (Some(file), _) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let text = trustgc_io::read_text_capped(file, trustgc_io::Cap::JSON)?;
             GcConfig::from_json(&text)?
         }
         (None, Some("imagenet")) | (None, None) => GcConfig::imagenet(),
@@ -36,10 +40,21 @@ pub fn convert(args: ConvertArgs) -> Result<(), BoxError> {
             return Err(format!("--preset {other}: only `imagenet` is built in").into());
         }
     };
-    trustgc::weights::convert::convert_checkpoint(&args.checkpoint, &config, &args.out)?;
+    trustgc::weights::convert::convert_checkpoint_verified(
+        &args.checkpoint,
+        &config,
+        &args.out,
+        args.sha256,
+    )?;
     println!(
-        "wrote {} (config.json, model.safetensors, README.md)",
+        "wrote {} (config.json, model.safetensors, README.md, checksums.sha256)",
         args.out.display()
     );
     Ok(())
+}
+
+/// `--sha256`: 64 hex digits.
+fn parse_sha256(text: &str) -> Result<trustgc_io::Sha256Digest, String> {
+    trustgc_io::Sha256Digest::from_hex(text.trim())
+        .ok_or_else(|| format!("`{text}` is not a SHA-256 (64 hex digits)"))
 }

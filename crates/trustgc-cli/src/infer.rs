@@ -9,8 +9,8 @@ use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use safetensors::tensor::TensorView;
 use trustgc::weights::reference::model_from_reference_tensors;
+use trustgc::weights::safetensors::model_from_tensors;
 use trustgc::weights::safetensors::read_safetensors;
-use trustgc::weights::safetensors::{model_from_tensors, write_atomically};
 use trustgc::weights::{Tensor as RawTensor, Values as RawValues};
 use trustgc_backend::{BackendTask, run_on};
 use trustgc_core::flow::FlowInverse;
@@ -19,6 +19,47 @@ use trustgc_core::{GcConfig, GenerativeClassifier, Mode};
 use crate::model_dir::{self, ModelRef};
 
 type BoxError = Box<dyn std::error::Error>;
+
+/// What `infer` refuses in its input tensors and outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// An input value is NaN or infinite: the outputs would be NaN, not an answer.
+    #[error("`{key}` in {path} holds a non-finite value ({value}) at flat index {index}")]
+    NonFiniteInput {
+        /// The input file.
+        path: PathBuf,
+        /// The tensor.
+        key: String,
+        /// The first bad value's flat index.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+    /// An input tensor has a zero-sized dimension (a batch of no images or latents).
+    #[error("`{key}` in {path} has shape {shape:?}: it holds no values")]
+    Empty {
+        /// The input file.
+        path: PathBuf,
+        /// The tensor.
+        key: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// The model produced NaN or infinite values from finite inputs (inputs far outside
+    /// what the model was trained on, e.g. latents of enormous norm with `--reverse`);
+    /// nothing was written.
+    #[error(
+        "the model's output `{key}` holds {count} non-finite values (first at flat index {index}); nothing was written"
+    )]
+    NonFiniteOutput {
+        /// The output tensor.
+        key: String,
+        /// How many values are not finite.
+        count: usize,
+        /// The first one's flat index.
+        index: usize,
+    },
+}
 
 /// `trustgc infer`.
 #[derive(Args, Debug)]
@@ -58,8 +99,7 @@ fn load_model<B: Backend>(
     let path = Path::new(&args.weights);
     let config = match &args.config {
         Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let text = trustgc_io::read_text_capped(file, trustgc_io::Cap::JSON)?;
             GcConfig::from_json(&text)?
         }
         None => GcConfig::imagenet(),
@@ -98,25 +138,52 @@ fn input_tensor<B: Backend, const D: usize>(
         )
         .into());
     }
+    if t.shape.contains(&0) {
+        return Err(InferError::Empty {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            shape: t.shape.clone(),
+        }
+        .into());
+    }
+    // Finite as float32 too: 1e39 in a float64 file would become infinite.
     let data: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+        return Err(InferError::NonFiniteInput {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            index,
+            value: values[index],
+        }
+        .into());
+    }
     Ok(Tensor::from_data(
         TensorData::new(data, t.shape.clone()),
         device,
     ))
 }
 
-fn write(path: &Path, outputs: Vec<(&str, TensorData)>) -> Result<(), BoxError> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = outputs
-        .into_iter()
-        .map(|(name, d)| {
-            let d = d.convert::<f32>();
-            (
-                name.to_string(),
-                d.shape.as_slice().to_vec(),
-                d.as_bytes().to_vec(),
-            )
-        })
-        .collect();
+/// Writes the outputs, all finite, to `path`, which must not be one of `inputs`.
+fn write(path: &Path, inputs: &[&Path], outputs: Vec<(&str, TensorData)>) -> Result<(), BoxError> {
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(outputs.len());
+    for (name, d) in outputs {
+        let d = d.convert::<f32>();
+        let values = d.as_slice::<f32>().map_err(|e| format!("{name}: {e:?}"))?;
+        let count = values.iter().filter(|v| !v.is_finite()).count();
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(InferError::NonFiniteOutput {
+                key: name.to_string(),
+                count,
+                index,
+            }
+            .into());
+        }
+        data.push((
+            name.to_string(),
+            d.shape.as_slice().to_vec(),
+            d.as_bytes().to_vec(),
+        ));
+    }
     let views: Vec<(String, TensorView<'_>)> = data
         .iter()
         .map(|(n, s, b)| {
@@ -126,7 +193,7 @@ fn write(path: &Path, outputs: Vec<(&str, TensorData)>) -> Result<(), BoxError> 
             ))
         })
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    write_atomically(path, &safetensors::serialize(views, None)?)?;
+    trustgc_io::write_file(path, inputs, &safetensors::serialize(views, None)?)?;
     Ok(())
 }
 
@@ -139,6 +206,15 @@ impl BackendTask for InferTask {
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let args = self.args;
+        // The output never replaces an input: the tensors, the weights (a file, or a model
+        // folder's files) or the config.
+        let weights = Path::new(&args.weights);
+        let (weights_file, config_file) = (
+            weights.join("model.safetensors"),
+            weights.join("config.json"),
+        );
+        let mut inputs = vec![args.input.as_path(), weights, &weights_file, &config_file];
+        inputs.extend(args.config.as_deref());
         let (config, model) = load_model::<B>(&args, &device)?;
         let tensors = read_safetensors(&args.input)?;
         if args.reverse {
@@ -159,6 +235,7 @@ impl BackendTask for InferTask {
             let FlowInverse { x, log_det } = model.flow.inverse(z_fc, z_conv, Mode::Eval);
             write(
                 &args.output,
+                &inputs,
                 vec![
                     ("x", x.into_data()),
                     ("log_det_inverse", log_det.into_data()),
@@ -172,6 +249,7 @@ impl BackendTask for InferTask {
             let logits = out.logits();
             write(
                 &args.output,
+                &inputs,
                 vec![
                     ("z_fc", out.z_fc.into_data()),
                     ("z_conv", out.z_conv.into_data()),

@@ -209,8 +209,7 @@ fn report(summary: &RunSummary) {
 pub fn train(args: TrainArgs) -> Result<(), BoxError> {
     let mut config = match (&args.config, args.preset) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = trustgc_io::read_text_capped(path, trustgc_io::Cap::JSON)?;
             serde_json::from_str(&text)
                 .map_err(|e| format!("{} is not a training config: {e}", path.display()))?
         }
@@ -226,8 +225,7 @@ pub fn train(args: TrainArgs) -> Result<(), BoxError> {
     if args.options.resume && args.config.is_none() && args.preset.is_none() {
         // Resuming: the run folder's own config, with command-line overrides.
         let path = args.options.out.join("train.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = trustgc_io::read_text_capped(&path, trustgc_io::Cap::JSON)?;
         config = serde_json::from_str(&text)?;
     }
     apply(&mut config, &args.options)?;
@@ -310,7 +308,7 @@ impl BackendTask for EvalTask {
                     0,
                     &device,
                     progress,
-                )
+                )?
             }
             Some(spec @ InputSpec::ImageNet { .. }) => {
                 let photos = PhotoSamples::open(
@@ -328,12 +326,12 @@ impl BackendTask for EvalTask {
                     0,
                     &device,
                     progress,
-                );
+                )?;
                 if show {
                     eprintln!();
                 }
                 report.accuracy_10_crop =
-                    Some(ten_crop_accuracy(&model, &photos, &device, progress));
+                    Some(ten_crop_accuracy(&model, &photos, &device, progress)?);
                 report
             }
             None => {

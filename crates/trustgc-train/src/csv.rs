@@ -22,6 +22,12 @@ pub struct CsvLogger {
     offset: f64,
 }
 
+/// The largest metrics file read back on resume (1 GiB: hundreds of epochs of rows).
+const CSV_CAP: trustgc_io::Cap = trustgc_io::Cap {
+    bytes: 1 << 30,
+    what: "a metrics CSV file",
+};
+
 impl CsvLogger {
     /// Opens `path` for a run that continues after epoch `resumed_after` (0: a fresh run).
     ///
@@ -31,22 +37,20 @@ impl CsvLogger {
     /// one atomically. A file whose header names other columns is an `InvalidData` error.
     pub fn open(path: &Path, columns: &[&str], resumed_after: usize) -> std::io::Result<Self> {
         let header = format!("seconds,epoch,split,iteration,{}", columns.join(","));
-        let existing = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        let existing = match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e),
+            _ => trustgc_io::read_text_capped(path, CSV_CAP)
+                .map_err(trustgc_io::ReadError::into_io)?,
         };
         let (kept, seconds) = kept_rows(&existing, &header, columns.len() + 4, resumed_after)?;
-        let tmp = path.with_extension("csv.tmp");
-        {
-            let mut out = BufWriter::new(File::create(&tmp)?);
+        trustgc_io::write_file_with(path, &[], |out| {
             writeln!(out, "{header}")?;
             for row in &kept {
                 writeln!(out, "{row}")?;
             }
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
+            Ok(())
+        })
+        .map_err(std::io::Error::other)?;
         let file = BufWriter::new(OpenOptions::new().append(true).open(path)?);
         Ok(Self {
             file,

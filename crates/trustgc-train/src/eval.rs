@@ -37,6 +37,31 @@ pub struct EvalReport {
     pub bits_per_dim: f64,
 }
 
+/// Why an evaluation has no result.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// No image could be evaluated: the set is empty, or every image was unreadable.
+    /// (An accuracy of "0 %" over nothing would be a silently wrong answer.)
+    #[error(
+        "no images to evaluate: the data set is empty or none of its {items} items could be read"
+    )]
+    NoImages {
+        /// Items in the data set.
+        items: usize,
+    },
+    /// The model gave a non-finite negative log-likelihood (NaN or infinite weights or
+    /// inputs): the metrics would be meaningless.
+    #[error(
+        "the model's nll_joint is not finite ({nll_sum}) over {images} images: its weights or the inputs hold NaN or infinite values"
+    )]
+    NonFinite {
+        /// The summed nll_joint.
+        nll_sum: f64,
+        /// Images evaluated.
+        images: usize,
+    },
+}
+
 /// `0.5·ln 2π + ln(classes)/D + ln 255 + mean ln std`: added to `nll_joint` and divided
 /// by ln 2, bits per dimension on the 8-bit scale.
 pub fn bits_offset(classes: usize, total_dims: usize, mean_log_std: f64) -> f64 {
@@ -48,6 +73,10 @@ pub fn bits_offset(classes: usize, total_dims: usize, mean_log_std: f64) -> f64 
 
 /// Evaluates `model` on every item of `data`; `mean_log_std` is the input
 /// normalization's (see [`bits_offset`]).
+///
+/// # Errors
+/// [`EvalError::NoImages`] for an empty set, [`EvalError::NonFinite`] when the
+/// likelihoods are not finite.
 pub fn evaluate<B: Backend>(
     model: &GenerativeClassifier<B>,
     data: Arc<dyn Samples>,
@@ -56,7 +85,10 @@ pub fn evaluate<B: Backend>(
     noise_seed: u64,
     device: &B::Device,
     mut progress: impl FnMut(usize, usize),
-) -> EvalReport {
+) -> Result<EvalReport, EvalError> {
+    if data.is_empty() {
+        return Err(EvalError::NoImages { items: 0 });
+    }
     let classes = model.head.mu_fc.dims()[0];
     let settings = LoaderSettings {
         batch_size,
@@ -106,26 +138,38 @@ pub fn evaluate<B: Backend>(
         done += n;
         progress(done, data.len());
     }
-    let images = done.max(1) as f64;
+    if done == 0 {
+        return Err(EvalError::NoImages { items: data.len() });
+    }
+    if !nll_sum.is_finite() {
+        return Err(EvalError::NonFinite {
+            nll_sum,
+            images: done,
+        });
+    }
+    let images = done as f64;
     let nll_joint = nll_sum / images;
-    EvalReport {
+    Ok(EvalReport {
         images: done,
         accuracy: correct / images,
         accuracy_10_crop: None,
         nll_joint,
         bits_per_dim: (nll_joint + bits_offset(classes, model.total_dims, mean_log_std))
             / std::f64::consts::LN_2,
-    }
+    })
 }
 
 /// 10-crop accuracy: posteriors averaged over torchvision's `TenCrop`, then argmax.
 /// Unreadable images are reported and left out.
+///
+/// # Errors
+/// [`EvalError::NoImages`] when no image could be read.
 pub fn ten_crop_accuracy<B: Backend>(
     model: &GenerativeClassifier<B>,
     photos: &PhotoSamples,
     device: &B::Device,
     mut progress: impl FnMut(usize, usize),
-) -> f64 {
+) -> Result<f64, EvalError> {
     let [c, h, w] = photos.shape();
     let per = c * h * w;
     let norms = model.head.class_norms();
@@ -144,5 +188,10 @@ pub fn ten_crop_accuracy<B: Backend>(
         done += 1;
         progress(i + 1, photos.len());
     }
-    correct as f64 / done.max(1) as f64
+    if done == 0 {
+        return Err(EvalError::NoImages {
+            items: photos.len(),
+        });
+    }
+    Ok(correct as f64 / done as f64)
 }

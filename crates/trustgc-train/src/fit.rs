@@ -19,7 +19,8 @@ use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::logger::FileMetricLogger;
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use trustgc::weights::SaveError;
-use trustgc::weights::safetensors::{save_safetensors, write_atomically};
+use trustgc::weights::model_dir::{ModelDirError, write_model_file};
+use trustgc::weights::safetensors::to_safetensors_bytes;
 use trustgc_core::head::GaussianHeadConfig;
 use trustgc_core::rng::{Mt19937, permutation_from};
 use trustgc_core::{GenerativeClassifier, InputShapeError};
@@ -72,6 +73,9 @@ pub enum TrainError {
     /// The trained model could not be saved.
     #[error(transparent)]
     Save(#[from] SaveError),
+    /// The model folder's files could not be written (the error names the file).
+    #[error(transparent)]
+    ModelDir(#[from] ModelDirError),
 }
 
 /// Why a run folder cannot be resumed (or started afresh).
@@ -79,7 +83,7 @@ pub enum TrainError {
 pub enum ResumeError {
     /// `train.json` cannot be read.
     #[error("no readable train.json")]
-    ReadConfig(#[source] std::io::Error),
+    ReadConfig(#[source] trustgc_io::ReadError),
     /// `train.json` is not a training config.
     #[error("train.json is not a training config")]
     ParseConfig(#[source] serde_json::Error),
@@ -260,7 +264,7 @@ pub fn run_on_devices<B: AutodiffBackend>(
         reason,
     };
     let resumed_after = if resume {
-        let saved = std::fs::read_to_string(&config_path)
+        let saved = trustgc_io::read_text_capped(&config_path, trustgc_io::Cap::JSON)
             .map_err(|e| resume_error(ResumeError::ReadConfig(e)))?;
         let saved: TrainConfig =
             serde_json::from_str(&saved).map_err(|e| resume_error(ResumeError::ParseConfig(e)))?;
@@ -272,7 +276,8 @@ pub fn run_on_devices<B: AutodiffBackend>(
         if last_checkpoint(dir).is_some() {
             return Err(resume_error(ResumeError::HasCheckpoints));
         }
-        write_atomically(&config_path, config_json.as_bytes()).map_err(io_error(&config_path))?;
+        trustgc_io::write_file(&config_path, &[], config_json.as_bytes())
+            .map_err(|e| TrainError::Save(SaveError::Write(e)))?;
         0
     };
     if resumed_after >= config.epochs {
@@ -430,11 +435,14 @@ pub fn run_on_devices<B: AutodiffBackend>(
             .map(|batch| batch.x);
         model.average_batch_norm_statistics(batches);
     }
+    // The model folder: config, weights and their manifest (checksums.sha256).
     let model_path = dir.join("model.safetensors");
-    save_safetensors(&model, &model_path)?;
-    let model_config = dir.join("config.json");
-    write_atomically(&model_config, config.model.to_json().as_bytes())
-        .map_err(io_error(&model_config))?;
+    let weights = to_safetensors_bytes(&model).map_err(|source| SaveError::Encode {
+        path: model_path.clone(),
+        source,
+    })?;
+    write_model_file(dir, "config.json", config.model.to_json().as_bytes())?;
+    write_model_file(dir, "model.safetensors", &weights)?;
     Ok(RunSummary {
         model_path,
         epochs_run: config.epochs - resumed_after,

@@ -61,7 +61,13 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, IdxError> {
         path: path.to_path_buf(),
         source,
     };
-    let raw = std::fs::read(path).map_err(io)?;
+    let raw = trustgc_io::read_capped(path, trustgc_io::Cap::DATASET).map_err(|e| {
+        let path = e.path().to_path_buf();
+        IdxError::Io {
+            path,
+            source: e.into_io(),
+        }
+    })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(raw.as_slice())

@@ -139,10 +139,11 @@ fn a_tiny_photo_model_trains_and_evaluates() {
         0,
         &device,
         |_, _| {},
-    );
+    )
+    .unwrap();
     assert_eq!(report.images, 12);
     assert!(report.bits_per_dim.is_finite() && (0.0..=1.0).contains(&report.accuracy));
-    let ten = ten_crop_accuracy(&model, &photos, &device, |_, _| {});
+    let ten = ten_crop_accuracy(&model, &photos, &device, |_, _| {}).unwrap();
     assert!((0.0..=1.0).contains(&ten));
     println!(
         "1-crop {:.3}, 10-crop {ten:.3}, {:.3} bits/dim",

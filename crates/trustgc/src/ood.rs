@@ -66,7 +66,25 @@ pub enum OodCheckError {
         /// Its upper bound.
         high: f64,
     },
+    /// The typical range reaches beyond [`MAX_LOG_DENSITY_PER_DIM`] in magnitude: no model
+    /// of images produces such densities, and a range that wide would let every input
+    /// pass the marginal test (a silently disabled check).
+    #[error(
+        "the typical range [{low}, {high}] of log p(x)/D reaches beyond ±{MAX_LOG_DENSITY_PER_DIM} nats per dimension, which no image model produces"
+    )]
+    ImplausibleRange {
+        /// Its lower bound.
+        low: f64,
+        /// Its upper bound.
+        high: f64,
+    },
 }
+
+/// The largest magnitude of `log p(x)/D` (nats per dimension) an `ood.json` may name.
+/// Real models are within a few nats of 0 (the shipped Fashion-MNIST model: −1.82 to
+/// −1.49); reaching 10⁴ would take a float32 flow's log-determinant near its overflow on
+/// every dimension.
+pub const MAX_LOG_DENSITY_PER_DIM: f64 = 1e4;
 
 /// Reference statistics of in-distribution data for the typicality tests, stored as
 /// `ood.json` beside a model (`trustgc fit-ood` computes them).
@@ -153,7 +171,7 @@ impl OodStats {
 
     /// Checks the statistics against a model of `classes` classes: one threshold per
     /// class, `alpha` in (0, 1), `min_posterior` in (0, 1], finite thresholds `>= 0` and a
-    /// finite, ordered marginal range.
+    /// finite, ordered marginal range within ±[`MAX_LOG_DENSITY_PER_DIM`].
     ///
     /// # Errors
     /// The first [`OodCheckError`] found, in that order.
@@ -183,6 +201,9 @@ impl OodStats {
         let (low, high) = (self.marginal_low, self.marginal_high);
         if !(low.is_finite() && high.is_finite() && low <= high) {
             return Err(OodCheckError::EmptyRange { low, high });
+        }
+        if low.abs() > MAX_LOG_DENSITY_PER_DIM || high.abs() > MAX_LOG_DENSITY_PER_DIM {
+            return Err(OodCheckError::ImplausibleRange { low, high });
         }
         Ok(())
     }
@@ -410,5 +431,11 @@ mod tests {
             Err(OodCheckError::EmptyRange { .. })
         ));
         assert!(matches!(good.check(3), Err(OodCheckError::Classes { .. })));
+        let mut everything = good.clone();
+        (everything.marginal_low, everything.marginal_high) = (-1e308, 1e308);
+        assert!(matches!(
+            everything.check(2),
+            Err(OodCheckError::ImplausibleRange { .. })
+        ));
     }
 }

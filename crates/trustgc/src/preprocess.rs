@@ -26,15 +26,10 @@ use trustgc_core::input::{GrayscaleInput, InputSpec};
 /// Why an image could not be turned into a model input.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read: missing, unreadable, not a regular file (a pipe or
+    /// device is refused unread) or over [`trustgc_io::Cap::IMAGE`].
+    #[error(transparent)]
+    Io(#[from] trustgc_io::ReadError),
     /// The file is not an image we can decode.
     #[error("cannot decode {path} as an image: {source}")]
     Decode {
@@ -135,12 +130,10 @@ pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
 /// allocation limit.
 pub const MAX_DECODED_BYTES: u64 = 512 << 20;
 
-/// Reads and decodes an image file: [`decode_image`] on its bytes.
+/// Reads and decodes an image file: [`decode_image`] on its bytes. Only a regular file of
+/// at most [`trustgc_io::Cap::IMAGE`] is read ([`ImageError::Io`] otherwise).
 pub fn read_image(path: &Path) -> Result<DynamicImage, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = trustgc_io::read_capped(path, trustgc_io::Cap::IMAGE)?;
     decode_image(&bytes, path)
 }
 

@@ -9,8 +9,8 @@ use burn::tensor::backend::Backend;
 use trustgc_core::{GcConfig, GenerativeClassifier};
 
 use crate::classifier::Classifier;
+use crate::weights::model_dir::write_manifest;
 use crate::weights::model_dir::{ModelDirError, ModelFiles};
-use crate::weights::safetensors::write_atomically;
 
 /// A model embedded in the crate (its folder in the trustgc repository is
 /// `weights/<name>`, with a model card).
@@ -78,16 +78,30 @@ impl Shipped {
         }
     }
 
-    fn files(self) -> ModelFiles<'static> {
+    /// The embedded `checksums.sha256` (SHA-256 of the three files above).
+    pub fn manifest(self) -> &'static str {
+        match self {
+            Shipped::FashionMnist => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../weights/fashion-mnist/checksums.sha256"
+            )),
+        }
+    }
+
+    /// The embedded files, checked against the embedded manifest.
+    fn files(self) -> Result<ModelFiles<'static>, ModelDirError> {
         let dir = match self {
             Shipped::FashionMnist => Path::new("weights/fashion-mnist"),
         };
-        ModelFiles {
+        let files = ModelFiles {
             dir,
             config: self.config_json(),
             weights: self.model_safetensors(),
             ood: self.ood_json(),
-        }
+            manifest: Some(self.manifest()),
+        };
+        files.verify()?;
+        Ok(files)
     }
 
     /// Its config.
@@ -96,7 +110,7 @@ impl Shipped {
     /// Never for the shipped files (a test checks them); the type is that of
     /// [`Classifier::from_dir`], with paths naming the files in the repository.
     pub fn config(self) -> Result<GcConfig, ModelDirError> {
-        self.files().config()
+        self.files()?.config()
     }
 
     /// The bare model on `device`: [`GenerativeClassifier`] without the classifier API.
@@ -107,22 +121,26 @@ impl Shipped {
         self,
         device: &B::Device,
     ) -> Result<GenerativeClassifier<B>, ModelDirError> {
-        Ok(self.files().model(device)?.1)
+        Ok(self.files()?.model(device)?.1)
     }
 
-    /// Writes the model folder (`config.json`, `model.safetensors`, `ood.json`) into `dir`,
-    /// creating it; existing files of those names are replaced.
+    /// Writes the model folder (`config.json`, `model.safetensors`, `ood.json`,
+    /// `checksums.sha256`) into `dir`, creating it; existing regular files of those names
+    /// are replaced (a link or device of those names is refused).
     ///
     /// # Errors
-    /// The file-system error.
-    pub fn write_to(self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        write_atomically(&dir.join("config.json"), self.config_json().as_bytes())?;
-        write_atomically(&dir.join("model.safetensors"), self.model_safetensors())?;
-        if let Some(ood) = self.ood_json() {
-            write_atomically(&dir.join("ood.json"), ood.as_bytes())?;
+    /// [`ModelDirError`]: an embedded file that fails its checksum, or the write error
+    /// naming the file.
+    pub fn write_to(self, dir: &Path) -> Result<(), ModelDirError> {
+        let files = self.files()?;
+        std::fs::create_dir_all(dir).map_err(trustgc_io::WriteError::io(dir))?;
+        let write = |name: &str, bytes: &[u8]| trustgc_io::write_file(&dir.join(name), &[], bytes);
+        write("config.json", files.config.as_bytes())?;
+        write("model.safetensors", files.weights)?;
+        if let Some(ood) = files.ood {
+            write("ood.json", ood.as_bytes())?;
         }
-        Ok(())
+        write_manifest(dir)
     }
 }
 
@@ -172,6 +190,6 @@ impl<B: Backend> Classifier<B> {
     /// # Errors
     /// As [`Shipped::config`].
     pub fn shipped(model: Shipped, device: &B::Device) -> Result<Self, ModelDirError> {
-        model.files().classifier(device)
+        model.files()?.classifier(device)
     }
 }

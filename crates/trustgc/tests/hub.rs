@@ -232,16 +232,10 @@ struct HubState {
     seen: Vec<Seen>,
 }
 
+/// The hub's ETag of a file: for LFS files the SHA-256 of the content (as here for all;
+/// the hub's plain files have their 40-digit git blob id, which trustgc does not check).
 fn etag_of(body: &[u8]) -> String {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    (0u64..4)
-        .map(|salt| {
-            let mut h = DefaultHasher::new();
-            salt.hash(&mut h);
-            body.hash(&mut h);
-            format!("{:016x}", h.finish())
-        })
-        .collect()
+    trustgc_io::Sha256Digest::of(body).to_string()
 }
 
 struct Server {
@@ -1284,6 +1278,47 @@ fn cache_and_outside(name: &str) -> (PathBuf, PathBuf) {
     let (cache, outside) = (root.join("cache"), root.join("outside"));
     std::fs::create_dir_all(&outside).unwrap();
     (cache, outside)
+}
+
+#[test]
+fn an_lfs_file_whose_bytes_are_not_its_announced_sha256_is_not_cached() {
+    let model = local_model();
+    let mut repo = converted_repo();
+    // The hub announces the SHA-256 of other bytes (a corrupted CDN copy or a tampered
+    // mirror): the same size, one byte different.
+    let mut other = model.weights.clone();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    let announced = etag_of(&other);
+    repo.files.insert(
+        "beta_8/model.safetensors".into(),
+        HubFile::lfs(&model.weights).with_etag(&announced),
+    );
+    let server = Server::start(vec![(REPO, repo)]);
+    let cache = scratch("lfs-digest");
+    let error = fetch_model_dir(Pretrained::Beta8, &options(&server, REPO, &cache)).unwrap_err();
+    let text = message(&error);
+    match &error {
+        HubError::CorruptDownload {
+            file,
+            source: Corruption::Digest { expected, actual },
+            ..
+        } => {
+            assert_eq!(file, "beta_8/model.safetensors");
+            assert_eq!(expected.to_string(), announced);
+            assert_eq!(actual.to_string(), etag_of(&model.weights));
+        }
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    assert!(text.contains(&announced), "{text}");
+    assert_cache_clean(&cache);
+    assert!(
+        files_under(&cache)
+            .iter()
+            .filter(|p| p.parent().is_some_and(|d| d.ends_with("blobs")))
+            .all(|p| !p.to_string_lossy().contains(&announced)),
+        "no blob under the announced digest"
+    );
 }
 
 #[test]

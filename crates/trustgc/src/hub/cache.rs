@@ -61,8 +61,13 @@ fn implicit_token() -> Option<String> {
         Some(home.join("token"))
     })?;
     let mut text = String::new();
-    std::fs::File::open(path)
+    let cap = trustgc_io::Cap {
+        bytes: 4096,
+        what: "a token file",
+    };
+    trustgc_io::open_regular(&path, cap)
         .ok()?
+        .file
         .take(4096)
         .read_to_string(&mut text)
         .ok()?;
@@ -344,6 +349,9 @@ impl<'a> Hub<'a> {
             .open(&partial)
             .map_err(Self::io_error(&partial))?;
         let mut guard = RemoveOnDrop(Some(&partial));
+        // Large (LFS) files have their SHA-256 as ETag: what arrives is checked against it.
+        let announced = trustgc_io::Sha256Digest::from_hex(etag);
+        let mut digest = trustgc_io::Sha256Stream::default();
         let mut response = http.get(url).map_err(|e| self.map_error(http, file, e))?;
         let bar = Bar::new(self.options.progress, file, size);
         let mut received = 0u64;
@@ -356,6 +364,7 @@ impl<'a> Hub<'a> {
                 break;
             }
             out.write_all(&chunk).map_err(Self::io_error(&partial))?;
+            digest.update(&chunk);
             bar.set(received);
         }
         if received != size {
@@ -365,6 +374,20 @@ impl<'a> Hub<'a> {
                 received,
             };
             return Err(self.map_error(http, file, error));
+        }
+        if let Some(expected) = announced {
+            let actual = digest.finish();
+            if actual != expected {
+                return Err(HubError::CorruptDownload {
+                    repo_id: self.options.repo_id.clone(),
+                    file: file.to_string(),
+                    path: partial.clone(),
+                    source: Corruption::Digest {
+                        expected: Box::new(expected),
+                        actual: Box::new(actual),
+                    },
+                });
+            }
         }
         out.flush()
             .and_then(|()| out.sync_all())
@@ -581,21 +604,20 @@ impl<'a> Hub<'a> {
         if is_model_dir(&dir) {
             return Ok(Fetched::Found(dir));
         }
-        self.convert(&pt, variant, &dir)?;
+        self.convert(&pt, &dir)?;
         Ok(Fetched::Found(dir))
     }
 
     /// Converts `pt` into `dir`. [`convert_checkpoint`] writes a temporary sibling folder
-    /// (`.<variant>.partial-<pid>`) and renames it into place, so `dir` is complete or
-    /// absent; when another process finished the same conversion first, its folder is
-    /// used.
-    fn convert(&self, pt: &Path, variant: Pretrained, dir: &Path) -> Result<(), HubError> {
+    /// (`.<variant>.partial-<pid>`, after removing those of killed conversions) and
+    /// renames it into place, so `dir` is complete or absent; when another process
+    /// finished the same conversion first, its folder is used.
+    fn convert(&self, pt: &Path, dir: &Path) -> Result<(), HubError> {
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|source| HubError::Io {
             path: parent.to_path_buf(),
             source,
         })?;
-        remove_stale_conversions(parent, variant);
         if self.options.progress {
             eprintln!(
                 "converting {} into a trustgc model folder (once; kept in {})",
@@ -654,27 +676,6 @@ impl<'a> Hub<'a> {
     }
 }
 
-/// Removes conversion folders left by processes that no longer run (Linux; elsewhere
-/// only this process's own).
-fn remove_stale_conversions(parent: &Path, variant: Pretrained) {
-    let prefix = format!(".{}.partial-", variant.folder());
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    let proc_fs = Path::new("/proc/self").exists();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let gone = pid == std::process::id().to_string()
-            || (proc_fs && !Path::new("/proc").join(pid).exists());
-        if gone {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
 fn is_model_dir(dir: &Path) -> bool {
     dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()
 }
@@ -684,23 +685,23 @@ fn is_model_dir(dir: &Path) -> bool {
 const MAX_JSON_BYTES: u64 = 1 << 20;
 
 /// A JSON file of the cache, at most [`MAX_JSON_BYTES`] of it.
-fn read_json(path: &Path) -> Result<Vec<u8>, std::io::Error> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_JSON_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_JSON_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "larger than the 1 MiB a model folder's JSON file may have",
-        ));
-    }
-    Ok(bytes)
+fn read_json(path: &Path) -> Result<Vec<u8>, Corruption> {
+    let cap = trustgc_io::Cap {
+        bytes: MAX_JSON_BYTES,
+        what: "a model folder's JSON file from the hub",
+    };
+    trustgc_io::read_capped(path, cap).map_err(|e| Corruption::Open(Box::new(e)))
+}
+
+/// A file of the cache, opened for reading (regular files only).
+fn open_cached(path: &Path) -> Result<std::fs::File, Corruption> {
+    trustgc_io::open_regular(path, trustgc_io::Cap::TENSORS)
+        .map(|opened| opened.file)
+        .map_err(|e| Corruption::Open(Box::new(e)))
 }
 
 fn check_config(path: &Path) -> Result<(), Corruption> {
-    let text = read_json(path).map_err(Corruption::Read)?;
+    let text = read_json(path)?;
     let text = String::from_utf8_lossy(&text);
     GcConfig::from_json(&text)
         .map(|_| ())
@@ -708,7 +709,7 @@ fn check_config(path: &Path) -> Result<(), Corruption> {
 }
 
 fn check_ood(path: &Path) -> Result<(), Corruption> {
-    let text = read_json(path).map_err(Corruption::Read)?;
+    let text = read_json(path)?;
     serde_json::from_slice::<OodStats>(&text)
         .map(|_| ())
         .map_err(Corruption::Ood)
@@ -718,7 +719,7 @@ fn check_ood(path: &Path) -> Result<(), Corruption> {
 /// and sizes, data length equal to the file's) without reading the tensor data.
 fn check_safetensors(path: &Path) -> Result<(), Corruption> {
     const MAX_HEADER: u64 = 100_000_000;
-    let mut file = std::fs::File::open(path).map_err(Corruption::Read)?;
+    let mut file = open_cached(path)?;
     let len = file.metadata().map_err(Corruption::Read)?.len();
     let bad = |e| Err(Corruption::Safetensors(Box::new(e)));
     if len < 8 {
@@ -748,7 +749,7 @@ fn check_safetensors(path: &Path) -> Result<(), Corruption> {
 /// A PyTorch checkpoint is a zip archive (`PK\x03\x04`) or, in the legacy format, a pickle
 /// (`\x80` and the protocol, 2 to 5).
 fn check_checkpoint(path: &Path) -> Result<(), Corruption> {
-    let mut file = std::fs::File::open(path).map_err(Corruption::Read)?;
+    let mut file = open_cached(path)?;
     let mut first = Vec::with_capacity(4);
     (&mut file)
         .take(4)

@@ -32,6 +32,18 @@ pub enum Corruption {
     /// The file could not be read.
     #[error("cannot read it: {0}")]
     Read(#[source] std::io::Error),
+    /// The file could not be opened: not a regular file, or over its size cap.
+    #[error("{0}")]
+    Open(#[source] Box<trustgc_io::ReadError>),
+    /// The bytes received are not those the hub announced: the SHA-256 the hub gives
+    /// large (LFS) files as their ETag differs from that of what arrived.
+    #[error("its SHA-256 is {actual}, the hub announced {expected}")]
+    Digest {
+        /// The announced digest.
+        expected: Box<trustgc_io::Sha256Digest>,
+        /// The digest of the bytes received.
+        actual: Box<trustgc_io::Sha256Digest>,
+    },
 }
 
 fn token_hint(token_given: &bool) -> &'static str {

@@ -97,10 +97,16 @@ impl Layout {
         }
         // A commit id and a newline; a longer file is not one.
         let mut text = String::new();
-        let read = File::open(&path).and_then(|f| {
-            use std::io::Read;
-            f.take(128).read_to_string(&mut text)
-        });
+        let cap = trustgc_io::Cap {
+            bytes: 128,
+            what: "a cache ref",
+        };
+        let read = trustgc_io::open_regular(&path, cap)
+            .map_err(trustgc_io::ReadError::into_io)
+            .and_then(|opened| {
+                use std::io::Read;
+                opened.file.take(128).read_to_string(&mut text)
+            });
         if read.is_err() {
             return Ok(None);
         }

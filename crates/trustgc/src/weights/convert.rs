@@ -15,7 +15,9 @@ use trustgc_checkpoint::CheckpointError;
 use trustgc_core::{Beta, GcConfig};
 
 use super::reference::{read_reference_checkpoint, reference_to_native};
-use super::safetensors::{native_to_safetensors_bytes, partial_sibling};
+use trustgc_io::{Cap, MANIFEST, Manifest, Sha256Digest};
+
+use super::safetensors::native_to_safetensors_bytes;
 use super::{LoadError, SaveError};
 use crate::hub::catalog::Pretrained;
 
@@ -49,10 +51,33 @@ pub enum ConvertError {
     /// Writing or encoding the output failed; nothing was left behind.
     #[error(transparent)]
     Write(#[from] SaveError),
+    /// The checkpoint is not the file its publisher's SHA-256 names: corrupted in
+    /// transit or on disk, or another file.
+    #[error(
+        "{path} is not the expected file: its SHA-256 is {actual}, expected {expected}; \
+         download it again"
+    )]
+    Digest {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The digest it should have.
+        expected: Sha256Digest,
+        /// The digest it has.
+        actual: Sha256Digest,
+    },
+}
+
+impl From<trustgc_io::WriteError> for ConvertError {
+    fn from(e: trustgc_io::WriteError) -> Self {
+        match e {
+            trustgc_io::WriteError::Exists { path } => Self::Exists { path },
+            other => Self::Write(SaveError::Write(other)),
+        }
+    }
 }
 
 /// What the model card says about the released file, when its name is one of them.
-fn card(pt: &Path, config: &GcConfig, bytes: u64) -> String {
+fn card(pt: &Path, config: &GcConfig, bytes: u64, digest: Sha256Digest) -> String {
     let name = pt
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -83,7 +108,7 @@ fn card(pt: &Path, config: &GcConfig, bytes: u64) -> String {
         .collect();
     format!(
         "# {name} converted for trustgc\n\n\
-         - Source: `{name}` ({bytes} bytes), a checkpoint of the ImageNet generative classifier (IB-INN) of \
+         - Source: `{name}` ({bytes} bytes, SHA-256 `{digest}`), a checkpoint of the ImageNet generative classifier (IB-INN) of \
          Mackowiak, Ardizzone, Köthe and Rother, \"Generative Classifiers as a Basis for Trustworthy Image \
          Classification\" (CVPR 2021), released by the authors (https://github.com/RayDeeA/ibinn_imagenet).\n\
          - β of the IB objective: {beta}.\n\
@@ -104,8 +129,9 @@ fn card(pt: &Path, config: &GcConfig, bytes: u64) -> String {
 }
 
 /// Converts the PyTorch checkpoint `pt` of a model with architecture `config` into the
-/// model folder `out_dir` (`config.json`, `model.safetensors`, `README.md`), which must
-/// not exist yet.
+/// model folder `out_dir` (`config.json`, `model.safetensors`, `README.md` and the
+/// `checksums.sha256` manifest), which must not exist yet. The card records the
+/// checkpoint's size and SHA-256.
 ///
 /// # Errors
 /// [`ConvertError::Exists`] when `out_dir` exists; [`ConvertError::Read`] or
@@ -117,9 +143,40 @@ pub fn convert_checkpoint(
     config: &GcConfig,
     out_dir: &Path,
 ) -> Result<(), ConvertError> {
-    if out_dir.exists() {
+    convert_checkpoint_verified(pt, config, out_dir, None)
+}
+
+/// [`convert_checkpoint`], first checking that `pt` has the SHA-256 its publisher
+/// announced (`expected_sha256`; `None` checks nothing). The legacy (non-zip) checkpoint
+/// format has no checksum of its own, so a flipped byte there would otherwise convert into
+/// a different model.
+///
+/// # Errors
+/// As [`convert_checkpoint`], and [`ConvertError::Digest`] when the digests differ
+/// (checked before anything is parsed or written).
+pub fn convert_checkpoint_verified(
+    pt: &Path,
+    config: &GcConfig,
+    out_dir: &Path,
+    expected_sha256: Option<Sha256Digest>,
+) -> Result<(), ConvertError> {
+    if std::fs::symlink_metadata(out_dir).is_ok() {
         return Err(ConvertError::Exists {
             path: out_dir.to_path_buf(),
+        });
+    }
+    let source_digest =
+        Sha256Digest::of_file(pt, Cap::TENSORS).map_err(|source| ConvertError::Read {
+            path: pt.to_path_buf(),
+            source: Box::new(CheckpointError::Open(source)),
+        })?;
+    if let Some(expected) = expected_sha256
+        && expected != source_digest
+    {
+        return Err(ConvertError::Digest {
+            path: pt.to_path_buf(),
+            expected,
+            actual: source_digest,
         });
     }
     let tensors = read_reference_checkpoint(pt)?;
@@ -134,26 +191,27 @@ pub fn convert_checkpoint(
         source,
     })?;
     let size = std::fs::metadata(pt).map(|m| m.len()).unwrap_or(0);
-
-    let partial = partial_sibling(out_dir);
-    let io = SaveError::io;
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
-    let result = (|| {
-        std::fs::write(partial.join("model.safetensors"), &bytes).map_err(io(&weights))?;
-        std::fs::write(partial.join("config.json"), config.to_json())
-            .map_err(io(&out_dir.join("config.json")))?;
-        std::fs::write(partial.join("README.md"), card(pt, config, size))
-            .map_err(io(&out_dir.join("README.md")))?;
-        std::fs::File::open(partial.join("model.safetensors"))
-            .and_then(|f| f.sync_all())
-            .map_err(io(&weights))?;
-        std::fs::rename(&partial, out_dir).map_err(io(out_dir))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&partial);
-    }
-    Ok(result?)
+    let config_json = config.to_json();
+    let mut manifest = Manifest::default();
+    manifest.insert("model.safetensors", &bytes);
+    manifest.insert("config.json", config_json.as_bytes());
+    trustgc_io::write_dir::<ConvertError>(out_dir, |tmp| {
+        let write = |name: &str, data: &[u8]| -> Result<(), ConvertError> {
+            std::fs::write(tmp.join(name), data).map_err(|source| {
+                ConvertError::Write(SaveError::Io {
+                    path: out_dir.join(name),
+                    source,
+                })
+            })
+        };
+        write("model.safetensors", &bytes)?;
+        write("config.json", config_json.as_bytes())?;
+        write(
+            "README.md",
+            card(pt, config, size, source_digest).as_bytes(),
+        )?;
+        write(MANIFEST, manifest.to_text().as_bytes())
+    })
 }
 
 #[cfg(test)]
@@ -162,7 +220,12 @@ mod tests {
 
     #[test]
     fn the_card_names_the_released_variant() {
-        let card = card(Path::new("/x/beta_inf.avg.pt"), &GcConfig::imagenet(), 7);
+        let card = card(
+            Path::new("/x/beta_inf.avg.pt"),
+            &GcConfig::imagenet(),
+            7,
+            Sha256Digest::of(b""),
+        );
         assert!(card.contains("β of the IB objective: ∞."), "{card}");
         assert!(card.contains("(1 crop): 76.27 %"), "{card}");
         assert!(
@@ -176,6 +239,11 @@ mod tests {
     }
 
     fn card_of(name: &str) -> String {
-        card(Path::new(name), &GcConfig::imagenet(), 1)
+        card(
+            Path::new(name),
+            &GcConfig::imagenet(),
+            1,
+            Sha256Digest::of(b""),
+        )
     }
 }

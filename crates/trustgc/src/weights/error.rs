@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use thiserror::Error;
 use trustgc_core::ConfigError;
@@ -226,15 +226,9 @@ pub enum FixedTensorProblem {
 /// Why a model could not be loaded.
 #[derive(Debug, Error)]
 pub enum LoadError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read (missing, unreadable, not a regular file, too large).
+    #[error(transparent)]
+    Io(#[from] trustgc_io::ReadError),
     /// The file (or buffer) is not a valid safetensors file.
     #[error("{} is not a valid safetensors file: {source}", WhereFrom(.path))]
     Safetensors {
@@ -334,6 +328,9 @@ pub enum SaveError {
         #[source]
         source: std::io::Error,
     },
+    /// The output was refused or could not be written atomically.
+    #[error(transparent)]
+    Write(#[from] trustgc_io::WriteError),
     /// The safetensors encoder refused the data.
     #[error("cannot encode {path}: {source}")]
     Encode {
@@ -343,11 +340,4 @@ pub enum SaveError {
         #[source]
         source: safetensors::SafeTensorError,
     },
-}
-
-impl SaveError {
-    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.to_path_buf();
-        move |source| SaveError::Io { path, source }
-    }
 }

@@ -1,12 +1,22 @@
 //! Model folders: `config.json` (the [`GcConfig`]), `model.safetensors` (trustgc's
-//! parameter names, see [`super::safetensors`]) and, optionally, `ood.json` (the
-//! [`OodStats`] behind the verdicts). `trustgc convert`, `trustgc train` and the hub all
-//! produce them; [`Classifier::from_dir`] opens them.
+//! parameter names, see [`super::safetensors`]), optionally `ood.json` (the
+//! [`OodStats`] behind the verdicts), and `checksums.sha256`, the SHA-256 of each of those
+//! files in `sha256sum`'s format ([`trustgc_io::Manifest`]). `trustgc convert`,
+//! `trustgc train` and the hub all produce them; [`Classifier::from_dir`] opens them.
+//!
+//! Integrity: when a folder has a manifest, every file read from it must be listed there
+//! with the SHA-256 of the bytes read ([`ModelDirError::Manifest`] names the file
+//! otherwise), so a flipped byte in the weights is an error, not a different model. A
+//! folder without a manifest (made by hand, or by trustgc before 0.1) still loads; write
+//! one with [`write_manifest`]. Files are read only if they are regular files under the
+//! size caps of [`trustgc_io::Cap`].
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use trustgc_core::{ConfigError, GcConfig, GenerativeClassifier};
+
+use trustgc_io::{Cap, MANIFEST, Manifest, read_capped, read_text_capped};
 
 use super::LoadError;
 use super::safetensors::load_native_bytes;
@@ -16,15 +26,16 @@ use crate::ood::{OodCheckError, OodStats};
 /// Why a model folder could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelDirError {
-    /// A file is missing or unreadable.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file is missing, unreadable, not a regular file or over its size cap.
+    #[error(transparent)]
+    Io(#[from] trustgc_io::ReadError),
+    /// A file does not match the folder's `checksums.sha256` (or is not listed there), or
+    /// the manifest is malformed.
+    #[error(transparent)]
+    Manifest(#[from] trustgc_io::ManifestError),
+    /// A file of the folder could not be written (the error names it).
+    #[error(transparent)]
+    Write(#[from] trustgc_io::WriteError),
     /// `config.json` is not a valid config.
     #[error("{path}: {source}")]
     Config {
@@ -70,9 +81,25 @@ pub(crate) struct ModelFiles<'a> {
     pub config: &'a str,
     pub weights: &'a [u8],
     pub ood: Option<&'a str>,
+    /// `checksums.sha256`, when the folder has one.
+    pub manifest: Option<&'a str>,
 }
 
 impl ModelFiles<'_> {
+    /// Checks every file against the manifest, when there is one.
+    pub fn verify(&self) -> Result<(), ModelDirError> {
+        let Some(text) = self.manifest else {
+            return Ok(());
+        };
+        let manifest = Manifest::parse(text, &self.dir.join(MANIFEST))?;
+        manifest.verify(self.dir, "config.json", self.config.as_bytes())?;
+        manifest.verify(self.dir, "model.safetensors", self.weights)?;
+        if let Some(ood) = self.ood {
+            manifest.verify(self.dir, "ood.json", ood.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Parses `config.json`.
     pub fn config(&self) -> Result<GcConfig, ModelDirError> {
         GcConfig::from_json(self.config).map_err(|source| ModelDirError::Config {
@@ -137,34 +164,38 @@ struct ReadFiles {
     config: String,
     weights: Vec<u8>,
     ood: Option<String>,
+    manifest: Option<String>,
+}
+
+/// Whether `path` names something (a link to nothing counts: reading it then fails loudly).
+fn present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
 }
 
 impl ReadFiles {
+    /// Reads the folder's files and checks them against its manifest.
     fn read(dir: &Path, with_ood: bool) -> Result<Self, ModelDirError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read(&path).map_err(|source| ModelDirError::Io { path, source })
-        };
-        let text = |name: &str| -> Result<String, ModelDirError> {
-            let bytes = read(name)?;
-            String::from_utf8(bytes).map_err(|e| ModelDirError::Io {
-                path: dir.join(name),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        let text = |name: &str| read_text_capped(&dir.join(name), Cap::JSON);
+        let optional = |name: &str| -> Result<Option<String>, ModelDirError> {
+            Ok(if present(&dir.join(name)) {
+                Some(text(name)?)
+            } else {
+                None
             })
         };
-        let config = text("config.json")?;
-        let weights = read("model.safetensors")?;
-        let ood = if with_ood && dir.join("ood.json").exists() {
-            Some(text("ood.json")?)
-        } else {
-            None
-        };
-        Ok(Self {
+        let files = Self {
             dir: dir.to_path_buf(),
-            config,
-            weights,
-            ood,
-        })
+            config: text("config.json")?,
+            weights: read_capped(&dir.join("model.safetensors"), Cap::TENSORS)?,
+            ood: if with_ood {
+                optional("ood.json")?
+            } else {
+                None
+            },
+            manifest: optional(MANIFEST)?,
+        };
+        files.files().verify()?;
+        Ok(files)
     }
 
     fn files(&self) -> ModelFiles<'_> {
@@ -173,7 +204,52 @@ impl ReadFiles {
             config: &self.config,
             weights: &self.weights,
             ood: self.ood.as_deref(),
+            manifest: self.manifest.as_deref(),
         }
+    }
+}
+
+/// Writes (or rewrites) `dir/checksums.sha256` for the folder's model files as they are
+/// now: those of `config.json`, `model.safetensors` and `ood.json` (the files a load
+/// reads) that are present. Call it after changing one of them by hand.
+///
+/// # Errors
+/// [`ModelDirError::Io`] for a file that cannot be read, [`ModelDirError::Manifest`] when
+/// the manifest cannot be written.
+pub fn write_manifest(dir: &Path) -> Result<(), ModelDirError> {
+    let mut manifest = Manifest::default();
+    for (name, cap) in [
+        ("config.json", Cap::JSON),
+        ("model.safetensors", Cap::TENSORS),
+        ("ood.json", Cap::JSON),
+    ] {
+        let path = dir.join(name);
+        if !present(&path) {
+            continue;
+        }
+        let digest = trustgc_io::Sha256Digest::of_file(&path, cap)?;
+        manifest.files.insert(name.to_owned(), digest);
+    }
+    manifest.write(dir)?;
+    Ok(())
+}
+
+/// Writes one model file of `dir` atomically (`name` is `config.json`,
+/// `model.safetensors` or `ood.json`) and records its digest in the folder's manifest:
+/// the one entry is updated when there is a manifest, else a manifest of all the
+/// folder's model files is written.
+///
+/// # Errors
+/// [`ModelDirError::Write`], [`ModelDirError::Manifest`] or [`ModelDirError::Io`].
+pub fn write_model_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ModelDirError> {
+    trustgc_io::write_file(&dir.join(name), &[], bytes)?;
+    match Manifest::read(dir)? {
+        Some(mut manifest) => {
+            manifest.insert(name, bytes);
+            manifest.write(dir)?;
+            Ok(())
+        }
+        None => write_manifest(dir),
     }
 }
 
@@ -183,10 +259,7 @@ impl ReadFiles {
 /// [`ModelDirError::Io`] or [`ModelDirError::Config`].
 pub fn read_model_config(dir: &Path) -> Result<GcConfig, ModelDirError> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| ModelDirError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = read_text_capped(&path, Cap::JSON)?;
     GcConfig::from_json(&text).map_err(|source| ModelDirError::Config { path, source })
 }
 
@@ -196,13 +269,10 @@ pub fn read_model_config(dir: &Path) -> Result<GcConfig, ModelDirError> {
 /// [`ModelDirError::Io`] or [`ModelDirError::Ood`].
 pub fn read_ood(dir: &Path) -> Result<Option<OodStats>, ModelDirError> {
     let path = dir.join("ood.json");
-    if !path.exists() {
+    if !present(&path) {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| ModelDirError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = read_text_capped(&path, Cap::JSON)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|source| ModelDirError::Ood { path, source })

@@ -8,7 +8,7 @@
 //! it, so a crash never leaves a half-written model behind.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{TensorData, bf16, f16};
@@ -22,10 +22,7 @@ use super::{DType, KeyReport, LoadError, SaveError, Tensor, Values};
 
 /// The bytes of a weights file ([`LoadError::Io`] naming it).
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(trustgc_io::read_capped(path, trustgc_io::Cap::TENSORS)?)
 }
 
 /// Reads every tensor of a safetensors file.
@@ -151,36 +148,6 @@ fn decode_view(view: &TensorView<'_>, name: &str) -> Result<Tensor, LoadError> {
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
-    use std::io::Write;
-    let tmp = partial_sibling(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// `.<name>.partial-<pid>` beside `path`: where a file or folder is written before it is
-/// renamed into place.
-pub(crate) fn partial_sibling(path: &Path) -> PathBuf {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dir.join(format!(".{name}.partial-{}", std::process::id()))
-}
-
 /// The model's tensors by path, as host values (float32 or int64).
 pub fn model_tensors<B: Backend>(model: &GenerativeClassifier<B>) -> BTreeMap<String, TensorData> {
     parameter_values(model)
@@ -231,7 +198,8 @@ pub fn save_safetensors<B: Backend>(
         path: path.to_path_buf(),
         source,
     })?;
-    write_atomically(path, &bytes).map_err(SaveError::io(path))
+    trustgc_io::write_file(path, &[], &bytes)?;
+    Ok(())
 }
 
 /// The float values of `tensor`, all finite.
