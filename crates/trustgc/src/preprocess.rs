@@ -8,20 +8,29 @@
 //! `convert('RGB')` does (grayscale replicated, alpha dropped, palettes expanded, 16-bit
 //! grayscale clipped at 255, 16-bit colour reduced to its high byte).
 //!
-//! Decoders: PNG is decoded losslessly, so PNG inputs match Pillow exactly; JPEG decoders
-//! may differ from libjpeg-turbo's by one level in a few pixels.
+//! Decoders: the decoded 8-bit pixels are Pillow's, value for value. PNG is decoded
+//! losslessly. JPEG is decoded by libjpeg-turbo's decoder, the C code Pillow decodes it
+//! with, built from source, with Pillow's settings and Pillow's colour handling (grayscale,
+//! YCbCr, RGB, CMYK and YCCK files): `tests/jpeg_pillow.rs` checks it byte for byte against
+//! Pillow on every kind of JPEG (baseline, progressive, arithmetic-coded, every chroma
+//! subsampling, restart intervals, damaged entropy-coded data). A JPEG libjpeg refuses is a
+//! typed error ([`JpegError`]), never an exit of the process.
 //!
 //! Untrusted images cost bounded work: [`decode_image`] refuses from the header an image
 //! over [`MAX_IMAGE_PIXELS`] pixels or [`MAX_DECODED_BYTES`] decoded bytes, and a JPEG
-//! that ends before its image does; the resize computes only the pixels the center crop
-//! keeps ([`pil_resize_bilinear_region`]), so a 100,000 x 1 image costs what a square
-//! one does.
+//! that ends before its image does or has over [`MAX_JPEG_SCANS`] scans; the resize
+//! computes only the pixels the center crop keeps ([`pil_resize_bilinear_region`]), so a
+//! 100,000 x 1 image costs what a square one does.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageDecoder};
 use trustgc_core::input::{GrayscaleInput, InputSpec};
+
+mod jpeg;
+
+pub use jpeg::{JpegError, MAX_JPEG_SCANS};
 
 /// Why an image could not be turned into a model input.
 #[derive(Debug, thiserror::Error)]
@@ -139,13 +148,24 @@ pub fn read_image(path: &Path) -> Result<DynamicImage, ImageError> {
 
 /// Decodes an image (PNG or JPEG) held in memory; `path` names it in errors.
 ///
+/// The pixels are Pillow's `Image.open(f)` (see the [module](self) doc): a grayscale JPEG
+/// is [`DynamicImage::ImageLuma8`], a colour one [`DynamicImage::ImageRgb8`] (a CMYK or
+/// YCCK one already converted to RGB as Pillow's `convert('RGB')` converts it); EXIF
+/// orientation is not applied, as Pillow does not apply it.
+///
 /// Memory is bounded before any pixel is decoded: the header's size is held to
-/// [`MAX_IMAGE_PIXELS`] and [`MAX_DECODED_BYTES`] ([`ImageError::TooLarge`]), and the
-/// decoder is given [`MAX_DECODED_BYTES`] as its allocation limit. A JPEG must be complete, as Pillow
-/// requires: one that ends before its end-of-image marker is [`ImageError::Truncated`],
-/// not decoded with the missing part filled in. (Pillow also accepts a JPEG that lacks
-/// only the final marker after complete image data; this refuses it.) A PNG whose image
-/// data is cut short is a decoder error.
+/// [`MAX_IMAGE_PIXELS`] and [`MAX_DECODED_BYTES`] ([`ImageError::TooLarge`]), and the PNG
+/// decoder is given [`MAX_DECODED_BYTES`] as its allocation limit. A JPEG must be
+/// complete, as Pillow requires: one that ends before its end-of-image marker is
+/// [`ImageError::Truncated`], not decoded with the missing part filled in. (Pillow also
+/// accepts a JPEG that lacks only the final marker after complete image data; this refuses
+/// it.) A JPEG of more than [`MAX_JPEG_SCANS`] scans is refused too. A PNG whose image data
+/// is cut short is a decoder error.
+///
+/// A JPEG that libjpeg cannot decode is an [`ImageError::Decode`] whose source is an
+/// [`image::ImageError::Decoding`] holding a [`JpegError`]. libjpeg's fatal errors unwind
+/// out of its C code to a `catch_unwind` here, so the program must be built with
+/// `panic = "unwind"` (the default); with `panic = "abort"` such a file aborts it.
 ///
 /// # Errors
 /// [`ImageError::Decode`], [`ImageError::Empty`], [`ImageError::TooLarge`],
@@ -155,6 +175,27 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImageErro
         path: path.to_path_buf(),
         source,
     };
+    if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
+        return jpeg::decode(bytes).map_err(|refusal| match refusal {
+            jpeg::Refusal::Empty { width, height } => ImageError::Empty {
+                path: path.to_path_buf(),
+                width,
+                height,
+            },
+            jpeg::Refusal::TooLarge { width, height } => ImageError::TooLarge {
+                path: path.to_path_buf(),
+                width,
+                height,
+            },
+            jpeg::Refusal::Truncated => ImageError::Truncated {
+                path: path.to_path_buf(),
+                format: "JPEG",
+            },
+            jpeg::Refusal::Jpeg(e) => decode_err(image::ImageError::Decoding(
+                image::error::DecodingError::new(image::ImageFormat::Jpeg.into(), e),
+            )),
+        });
+    }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(image::ImageError::IoError(e)))?;
@@ -164,8 +205,8 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImageErro
         width,
         height,
     };
-    // The PNG decoder holds its buffers to the limit as it reads the header (the JPEG
-    // decoder reads its header first): its size, read here, says what it refuses.
+    // The PNG decoder holds its buffers to the limit as it reads the header: its size,
+    // read here, says what it refuses.
     let png_size = (format == Some(image::ImageFormat::Png))
         .then(|| png_size(bytes))
         .flatten();
@@ -199,14 +240,7 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImageErro
     {
         return Err(too_large((width, height)));
     }
-    let image = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
-    if format == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
-        return Err(ImageError::Truncated {
-            path: path.to_path_buf(),
-            format: "JPEG",
-        });
-    }
-    Ok(image)
+    DynamicImage::from_decoder(decoder).map_err(decode_err)
 }
 
 /// A PNG's width and height, from its header chunk (`None` if it does not start with one).
@@ -216,71 +250,6 @@ fn png_size(data: &[u8]) -> Option<(u32, u32)> {
     }
     let field = |at: usize| Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?));
     Some((field(16)?, field(20)?))
-}
-
-/// Whether a JPEG's markers run from start-of-image to end-of-image within `data`: every
-/// segment's declared length fits, and every scan's entropy-coded data is followed by a
-/// marker. A file cut anywhere before its end-of-image marker is not complete. (The
-/// decoder, by design, fills what is missing with grey and says nothing.)
-fn jpeg_is_complete(data: &[u8]) -> bool {
-    const SOI: u8 = 0xD8;
-    const EOI: u8 = 0xD9;
-    const SOS: u8 = 0xDA;
-    const TEM: u8 = 0x01;
-    const RST: std::ops::RangeInclusive<u8> = 0xD0..=0xD7;
-    if !data.starts_with(&[0xFF, SOI]) {
-        return false;
-    }
-    let n = data.len();
-    let mut i = 2;
-    loop {
-        // The next marker: 0xFF, any fill 0xFFs, the code. Bytes before it are skipped, as
-        // libjpeg skips them (with a warning).
-        while i < n && data[i] != 0xFF {
-            i += 1;
-        }
-        while i < n && data[i] == 0xFF {
-            i += 1;
-        }
-        let Some(&code) = data.get(i) else {
-            return false;
-        };
-        i += 1;
-        match code {
-            EOI => return true,
-            // Markers without a segment (and a stuffed zero outside a scan).
-            SOI | TEM | 0x00 => {}
-            c if RST.contains(&c) => {}
-            _ => {
-                let Some(len) = data.get(i..i + 2) else {
-                    return false;
-                };
-                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-                if len < 2 || i + len > n {
-                    return false;
-                }
-                i += len;
-                if code == SOS {
-                    // Entropy-coded data: up to a 0xFF that starts a marker, i.e. is not a
-                    // stuffed zero (0xFF 0x00) or a restart marker.
-                    loop {
-                        while i < n && data[i] != 0xFF {
-                            i += 1;
-                        }
-                        let mut j = i + 1;
-                        while j < n && data[j] == 0xFF {
-                            j += 1;
-                        }
-                        match data.get(j) {
-                            None => return false,
-                            Some(&c) if c == 0x00 || RST.contains(&c) => i = j + 1,
-                            Some(_) => break,
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Pillow's `convert('RGB')`.
