@@ -74,6 +74,7 @@
 
 pub mod classifier;
 pub mod hub;
+pub mod metrics;
 pub mod ood;
 pub mod preprocess;
 #[cfg(feature = "shipped")]
