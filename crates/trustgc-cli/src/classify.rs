@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use trustgc::ood::{Calibration, FitSettings};
 use trustgc::preprocess::read_model_input;
+use trustgc::scores::{model_pixels, png_bits};
 use trustgc::{Classifier, Likelihoods, OodStats, Verdict};
 use trustgc_backend::{BackendTask, run_on};
 use trustgc_core::input::InputSpec;
@@ -73,9 +75,16 @@ pub struct FitOodArgs {
     /// images), e.g. to keep images used by tests out of the calibration.
     #[arg(long, default_value_t = 0)]
     skip: usize,
-    /// The per-test false-alarm rate.
-    #[arg(long, default_value_t = 0.01)]
+    /// The false-alarm rate of the marginal test (both tails) and of each class test.
+    #[arg(long, default_value_t = FitSettings::default().alpha)]
     alpha: f64,
+    /// The false-alarm rate of the complexity test (the model against a PNG encoder;
+    /// docs/ood.md).
+    #[arg(long, default_value_t = FitSettings::default().alpha_complexity.unwrap_or(0.03))]
+    alpha_complexity: f64,
+    /// Fit no complexity test (verdicts as before it existed).
+    #[arg(long)]
+    no_complexity: bool,
     /// The least posterior of a class that agrees with an input (two or more agreeing
     /// classes make a verdict ambiguous).
     #[arg(long, default_value_t = 0.1)]
@@ -233,6 +242,26 @@ impl BackendTask for FitOodTask {
             other => return Err(format!("--split {other}: use `test` or `train`").into()),
         };
         let images = LabeledImages::read_idx(&args.data, split, config.n_classes)?;
+        // The complexity test's PNG sizes, from the 8-bit images the model sees.
+        let spec = config
+            .input
+            .clone()
+            .ok_or("the model has no input representation")?;
+        let complexity_bits: Option<Vec<f64>> = (!args.no_complexity)
+            .then(|| {
+                (0..images.len())
+                    .map(|i| {
+                        let side = images.side as u32;
+                        let pixels = images.image(i).to_vec();
+                        let image = trustgc::image::GrayImage::from_raw(side, side, pixels)
+                            .ok_or("an IDX image of inconsistent size")?;
+                        let pixels =
+                            model_pixels(&trustgc::image::DynamicImage::ImageLuma8(image), &spec)?;
+                        Ok::<f64, BoxError>(png_bits(&pixels))
+                    })
+                    .collect::<Result<Vec<f64>, BoxError>>()
+            })
+            .transpose()?;
         let data: Arc<dyn Samples> = Arc::new(GrayscaleSamples {
             images,
             input: input.clone(),
@@ -256,6 +285,7 @@ impl BackendTask for FitOodTask {
         let d = config.total_dims() as f64;
         let (mut marginal, mut classes, mut posteriors, mut labels) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut complexity = Vec::new();
         let bar = std::io::stderr()
             .is_terminal()
             .then(|| ProgressBar::new(data.len() as u64));
@@ -265,6 +295,10 @@ impl BackendTask for FitOodTask {
                 .into_iter()
                 .zip(batch.labels)
             {
+                if let Some(bits) = &complexity_bits {
+                    let bits = bits[labels.len()];
+                    complexity.push((result.log_marginal / std::f64::consts::LN_2 + bits) / d);
+                }
                 marginal.push(result.log_marginal / d);
                 classes.push(result.class_distances);
                 posteriors.push(result.log_posterior);
@@ -298,31 +332,36 @@ impl BackendTask for FitOodTask {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
-        let stats = OodStats::fit(
-            args.alpha,
-            args.min_posterior,
-            &marginal[start..end],
-            &classes[start..end],
-            &posteriors[start..end],
-            &labels[start..end],
-            source,
-        )?;
+        let settings = FitSettings {
+            alpha: args.alpha,
+            alpha_complexity: (!args.no_complexity).then_some(args.alpha_complexity),
+            min_posterior: args.min_posterior,
+        };
+        let all = Calibration {
+            marginal: &marginal,
+            complexity: complexity_bits.is_some().then_some(complexity.as_slice()),
+            class_distances: &classes,
+            log_posteriors: &posteriors,
+            labels: &labels,
+        };
+        let fit = Calibration {
+            marginal: &marginal[start..end],
+            complexity: all.complexity.map(|c| &c[start..end]),
+            class_distances: &classes[start..end],
+            log_posteriors: &posteriors[start..end],
+            labels: &labels[start..end],
+        };
+        let stats = OodStats::fit(&settings, &fit, source)?;
         let held_out: Vec<usize> = (0..start).chain(end..labels.len()).collect();
         let held_out = (!held_out.is_empty()).then(|| {
             let alarms = held_out
                 .iter()
-                .filter(|&&i| {
-                    stats.verdict(marginal[i], &classes[i], &posteriors[i])
-                        != Verdict::Confident { class: labels[i] }
-                })
+                .filter(|&&i| stats.verdict_of(&all, i) != Verdict::Confident { class: labels[i] })
                 .count();
             let ood = held_out
                 .iter()
                 .filter(|&&i| {
-                    matches!(
-                        stats.verdict(marginal[i], &classes[i], &posteriors[i]),
-                        Verdict::OutOfDistribution { .. }
-                    )
+                    matches!(stats.verdict_of(&all, i), Verdict::OutOfDistribution { .. })
                 })
                 .count();
             let n = held_out.len() as f64;
@@ -336,6 +375,13 @@ impl BackendTask for FitOodTask {
 pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
     if !(args.alpha > 0.0 && args.alpha < 1.0) {
         return Err(format!("--alpha {} must be between 0 and 1", args.alpha).into());
+    }
+    if !(args.alpha_complexity > 0.0 && args.alpha_complexity < 1.0) {
+        return Err(format!(
+            "--alpha-complexity {} must be between 0 and 1",
+            args.alpha_complexity
+        )
+        .into());
     }
     if !(args.min_posterior > 0.0 && args.min_posterior <= 1.0) {
         return Err(format!("--min-posterior {} must be in (0, 1]", args.min_posterior).into());

@@ -4,6 +4,7 @@ mod classify;
 mod convert;
 mod infer;
 mod model_dir;
+mod ood_eval;
 mod train;
 
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ enum Command {
     Infer(infer::InferArgs),
     /// Convert an original `.avg.pt` checkpoint into a trustgc model folder.
     Convert(convert::ConvertArgs),
+    /// Measure how well each out-of-distribution score separates in-distribution images
+    /// from other sets (AUROC, AUPR, FPR at 95 % TPR).
+    OodEval(ood_eval::OodEvalArgs),
 }
 
 /// The device named by `--device`, or by `BURN_DEVICE` (default: the CPU).
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::FitOod(args) => done(classify::fit_ood(args)),
         Command::Infer(args) => done(infer::infer(args)),
         Command::Convert(args) => done(convert::convert(args)),
+        Command::OodEval(args) => done(ood_eval::ood_eval(args)),
     };
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

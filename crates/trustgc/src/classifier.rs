@@ -27,7 +27,8 @@ use trustgc_core::input::InputSpec;
 use trustgc_core::{GcConfig, GenerativeClassifier, InputShapeError};
 
 use crate::ood::{OodCheckError, OodStats, Verdict};
-use crate::preprocess::{ImageError, InputError, model_input, read_model_input};
+use crate::preprocess::{ImageError, InputError, model_input, read_image};
+use crate::scores::{model_pixels, png_bits};
 
 /// Why a classification could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +119,11 @@ pub struct Likelihoods {
     pub log_marginal: f64,
     /// Bits per dimension of the 8-bit image (`None` without an input representation).
     pub bits_per_dim: Option<f64>,
+    /// `(log₂ p(x) + L(x)) / D`: the bits per dimension the model saves over a PNG
+    /// encoder on the 8-bit image it sees (`L(x)`: its PNG size), the complexity test's
+    /// score ([`crate::scores`]). Computed for decoded images when the model's
+    /// [`OodStats`] hold a complexity test; `None` otherwise (and for tensor inputs).
+    pub complexity: Option<f64>,
     /// The reference's logits `−½ d`.
     pub logits: Vec<f64>,
     /// The verdict, when the model carries [`OodStats`].
@@ -166,6 +172,14 @@ impl Likelihoods {
                 let names: Vec<String> = classes.iter().map(|&c| self.class_name(c)).collect();
                 format!("ambiguous: {}", names.join(", "))
             }
+            Verdict::OutOfDistribution {
+                atypical_marginal: true,
+                ..
+            } => "out of distribution: its likelihood is atypical".into(),
+            Verdict::OutOfDistribution {
+                atypical_complexity: true,
+                ..
+            } => "out of distribution: the model explains it no better than a PNG encoder".into(),
             Verdict::OutOfDistribution { .. } => "out of distribution: matches no class".into(),
         })
     }
@@ -306,10 +320,15 @@ impl<B: Backend> Classifier<B> {
     /// [`ClassifyError::Image`] when the file cannot be read, decoded or converted; see
     /// [`Classifier::likelihoods`].
     pub fn likelihoods_file(&self, path: &Path) -> Result<Likelihoods, ClassifyError> {
-        let x = read_model_input(path, self.input_spec()?)?;
-        let [c, h, w] = self.config.input_shape;
-        let x = Tensor::<B, 4>::from_data(TensorData::new(x, [1, c, h, w]), &self.device);
-        Ok(self.likelihoods_tensor(x)?.remove(0))
+        self.input_spec()?;
+        let image = read_image(path)?;
+        self.likelihoods(&image).map_err(|e| match e {
+            ClassifyError::Input { source, .. } => ClassifyError::Image(ImageError::Input {
+                path: path.to_path_buf(),
+                source,
+            }),
+            other => other,
+        })
     }
 
     /// Likelihoods of several decoded images, in one batch: [`Classifier::preprocess`]
@@ -346,7 +365,24 @@ impl<B: Backend> Classifier<B> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        self.likelihoods_tensor(self.preprocess(images)?)
+        let x = self.preprocess(images)?;
+        let png_bits = match &self.ood {
+            Some(ood) if ood.complexity_low.is_some() => {
+                let spec = self.input_spec()?;
+                let bits = images
+                    .iter()
+                    .enumerate()
+                    .map(|(index, image)| {
+                        model_pixels(image, spec)
+                            .map(|pixels| png_bits(&pixels))
+                            .map_err(|source| ClassifyError::Input { index, source })
+                    })
+                    .collect::<Result<Vec<f64>, _>>()?;
+                Some(bits)
+            }
+            _ => None,
+        };
+        self.likelihoods_with(x, png_bits.as_deref())
     }
 
     /// The config's input representation, which images need.
@@ -417,6 +453,16 @@ impl<B: Backend> Classifier<B> {
     /// [`ClassifyError::NonFinite`] naming the first input that holds NaN or infinity,
     /// [`ClassifyError::ReadBack`] when the device's values cannot be read back.
     pub fn likelihoods_tensor(&self, x: Tensor<B, 4>) -> Result<Vec<Likelihoods>, ClassifyError> {
+        self.likelihoods_with(x, None)
+    }
+
+    /// [`Classifier::likelihoods_tensor`], with the PNG sizes of the inputs' 8-bit images
+    /// when known (for the complexity test).
+    fn likelihoods_with(
+        &self,
+        x: Tensor<B, 4>,
+        png_bits: Option<&[f64]>,
+    ) -> Result<Vec<Likelihoods>, ClassifyError> {
         self.model.check_input(&x.dims())?;
         let batch = x.dims()[0];
         let values: Vec<f32> = read_back("the input", x.clone())?;
@@ -462,16 +508,24 @@ impl<B: Backend> Classifier<B> {
             let bits_per_dim =
                 bits_offset.map(|offset| (-log_marginal / d + offset) / std::f64::consts::LN_2);
             let class_distances = distances[i * k..(i + 1) * k].to_vec();
-            let verdict = self
-                .ood
-                .as_ref()
-                .map(|ood| ood.verdict(log_marginal / d, &class_distances, &log_posterior));
+            let complexity = png_bits
+                .and_then(|bits| bits.get(i))
+                .map(|bits| (log_marginal / std::f64::consts::LN_2 + bits) / d);
+            let verdict = self.ood.as_ref().map(|ood| {
+                ood.verdict(
+                    log_marginal / d,
+                    complexity,
+                    &class_distances,
+                    &log_posterior,
+                )
+            });
             results.push(Likelihoods {
                 class_log_likelihoods: class_ll,
                 class_distances,
                 log_posterior,
                 log_marginal,
                 bits_per_dim,
+                complexity,
                 logits: logits[i * k..(i + 1) * k].to_vec(),
                 verdict,
                 class_names: self.class_names.clone(),

@@ -55,8 +55,10 @@
 //! # Where things are
 //!
 //! - [`Classifier`] ([`classifier`]): inference on images or tensors; [`ood`]: the
-//!   typicality statistics behind the verdicts; [`preprocess`]: images → model inputs,
-//!   as the reference's Python code does it.
+//!   typicality statistics behind the verdicts; [`scores`]: every out-of-distribution
+//!   score of an input; [`metrics`]: AUROC/AUPR/FPR@95 and calibration (ECE, NLL,
+//!   Brier); [`preprocess`]: images → model inputs, as the reference's Python code does
+//!   it.
 //! - [`weights`]: every weight format: trustgc's `model.safetensors`, model folders, the
 //!   authors' `.pt` checkpoints (read without running pickled code), conversion.
 //! - [`hub`]: the released ImageNet models by name ([`Pretrained`]) and their download.
@@ -69,6 +71,8 @@
 //! [layers](https://github.com/trustgc/trustgc/blob/main/docs/layers.md),
 //! [weights](https://github.com/trustgc/trustgc/blob/main/docs/weights.md),
 //! [the hub](https://github.com/trustgc/trustgc/blob/main/docs/hub.md),
+//! [OoD detection, measured](https://github.com/trustgc/trustgc/blob/main/docs/ood.md),
+//! [security](https://github.com/trustgc/trustgc/blob/main/docs/security.md),
 //! [training](https://github.com/trustgc/trustgc/blob/main/docs/training.md), and
 //! [the shipped model's card](https://github.com/trustgc/trustgc/blob/main/weights/fashion-mnist/README.md).
 
@@ -77,6 +81,7 @@ pub mod hub;
 pub mod metrics;
 pub mod ood;
 pub mod preprocess;
+pub mod scores;
 #[cfg(feature = "shipped")]
 mod shipped;
 pub mod weights;

@@ -1,0 +1,143 @@
+//! `trustgc ood-eval` end to end on the committed 200 Fashion-MNIST test images against
+//! noise (an IDX file) and a folder holding an MNIST digit.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trustgc-ood-eval-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An IDX images file of `count` 28×28 images of seeded uniform noise.
+fn noise_idx(path: &std::path::Path, count: usize) {
+    let mut bytes = Vec::new();
+    bytes.extend(2051u32.to_be_bytes());
+    for n in [count as u32, 28, 28] {
+        bytes.extend(n.to_be_bytes());
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..count * 784 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.push((state >> 56) as u8);
+    }
+    std::fs::File::create(path)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
+}
+
+#[test]
+fn ood_eval_reports_every_score_for_every_set() {
+    let dir = scratch("sets");
+    let noise = dir.join("noise-images-idx3-ubyte");
+    noise_idx(&noise, 50);
+    let digits = dir.join("digits");
+    std::fs::create_dir_all(digits.join("nested")).unwrap();
+    std::fs::copy(
+        root().join("examples/images/digit-7.png"),
+        digits.join("nested/digit-7.png"),
+    )
+    .unwrap();
+    std::fs::write(digits.join("notes.txt"), "not an image").unwrap();
+    let data = root().join("crates/trustgc-train/tests/data/fashion-mnist-subset");
+    let out = Command::new(env!("CARGO_BIN_EXE_trustgc"))
+        .args([
+            "ood-eval",
+            "--in",
+            data.to_str().unwrap(),
+            "--ood",
+            &format!("noise={}", noise.display()),
+            "--ood",
+            &format!("digits={}", digits.display()),
+            "--bootstrap",
+            "50",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sets = report["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 3);
+    assert_eq!(sets[0]["name"], "in");
+    assert_eq!(sets[0]["images"], 200);
+    assert_eq!(sets[1]["images"], 50);
+    assert_eq!(sets[2]["images"], 1, "the text file is not an image");
+    // Noise is far from clothing: every generative score but the one-sided complexity
+    // score ranks all of it below all 200 test images.
+    let noise = &sets[1]["detection"];
+    for score in ["log_px", "max_log_pxy", "typicality"] {
+        assert_eq!(noise[score]["auroc"], 1.0, "{score}: {}", noise[score]);
+        let ci = &noise[score]["ci"]["auroc"];
+        assert!(ci["low"].as_f64().unwrap() <= 1.0, "{ci}");
+    }
+    assert!(noise["complexity"]["auroc"].as_f64().unwrap() < 0.5);
+    for score in [
+        "neg_min_distance",
+        "complexity",
+        "max_posterior",
+        "energy",
+        "max_logit",
+    ] {
+        let r = &noise[score];
+        for key in ["auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr"] {
+            let v = r[key].as_f64().unwrap_or(f64::NAN);
+            assert!((0.0..=1.0).contains(&v), "{score}.{key} = {v}");
+        }
+    }
+    assert_eq!(sets[1]["verdict_ood_rate"], 1.0);
+    assert_eq!(sets[2]["verdict_ood_rate"], 1.0, "the digit is flagged");
+    // The in-distribution verdict rate is the false-alarm rate: small, not zero-by-bug.
+    let alarms = sets[0]["verdict_ood_rate"].as_f64().unwrap();
+    assert!(alarms < 0.15, "{alarms}");
+    let calibration = &report["calibration"];
+    assert_eq!(calibration["n_samples"], 200);
+    assert!(calibration["accuracy"].as_f64().unwrap() > 0.8);
+    let ece = calibration["ece"].as_f64().unwrap();
+    assert!((0.0..0.2).contains(&ece), "{ece}");
+}
+
+#[test]
+fn ood_eval_refuses_sets_without_images() {
+    let dir = scratch("empty");
+    let data = root().join("crates/trustgc-train/tests/data/fashion-mnist-subset");
+    let out = Command::new(env!("CARGO_BIN_EXE_trustgc"))
+        .args([
+            "ood-eval",
+            "--in",
+            data.to_str().unwrap(),
+            "--ood",
+            &format!("empty={}", dir.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no PNG or JPEG images"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_trustgc"))
+        .args([
+            "ood-eval",
+            "--in",
+            data.to_str().unwrap(),
+            "--ood",
+            "nameonly",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=PATH"));
+}
