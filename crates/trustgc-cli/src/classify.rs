@@ -220,6 +220,70 @@ pub fn preprocess(args: PreprocessArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The likelihoods of every image of an IDX split (a grayscale model's data), in order,
+/// with a progress bar on a terminal; and the images (with their labels).
+pub(crate) fn idx_likelihoods<B: burn::tensor::backend::Backend>(
+    classifier: &Classifier<B>,
+    data_dir: &std::path::Path,
+    split: &str,
+) -> Result<(Vec<Likelihoods>, LabeledImages), BoxError> {
+    let config = classifier.config();
+    let Some(InputSpec::Grayscale(input)) = &config.input else {
+        return Err(
+            "IDX data needs a grayscale model (one with a grayscale input representation)".into(),
+        );
+    };
+    let split = match split {
+        "test" => IdxSplit::Test,
+        "train" => IdxSplit::Train,
+        other => return Err(format!("--split {other}: use `test` or `train`").into()),
+    };
+    let images = LabeledImages::read_idx(data_dir, split, config.n_classes)?;
+    if images.is_empty() {
+        return Err(format!("{} holds no images", data_dir.display()).into());
+    }
+    let data: Arc<dyn Samples> = Arc::new(GrayscaleSamples {
+        images: images.clone(),
+        input: input.clone(),
+    });
+    let settings = LoaderSettings {
+        batch_size: 100,
+        shuffle: None,
+        dequantize: None,
+        noise_per_epoch: false,
+        flip: false,
+        label_smoothing: 0.0,
+        classes: config.n_classes,
+    };
+    let device = classifier.device().clone();
+    let loader =
+        EpochLoader::<B>::new(data.clone(), (0..data.len()).collect(), settings, 0, device);
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| ProgressBar::new(data.len() as u64));
+    let mut results = Vec::with_capacity(data.len());
+    for batch in burn::data::dataloader::DataLoader::iter(&loader) {
+        results.extend(classifier.likelihoods_tensor(batch.x)?);
+        if let Some(bar) = &bar {
+            bar.set_position(results.len() as u64);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    // Results are paired with images by index: the loader must have dropped none.
+    if results.len() != images.len() {
+        return Err(format!(
+            "{}: {} of {} images were scored; every IDX image should be",
+            data_dir.display(),
+            results.len(),
+            images.len()
+        )
+        .into());
+    }
+    Ok((results, images))
+}
+
 struct FitOodTask {
     args: FitOodArgs,
 }
@@ -233,15 +297,7 @@ impl BackendTask for FitOodTask {
         // The statistics in `ood.json` (if any) are being replaced: not read.
         let (config, model) = model_dir::load::<B>(&dir, &device)?;
         let classifier = Classifier::new(config.clone(), model, &device);
-        let Some(InputSpec::Grayscale(input)) = &config.input else {
-            return Err("fit-ood on IDX data needs a grayscale model".into());
-        };
-        let split = match args.split.as_str() {
-            "test" => IdxSplit::Test,
-            "train" => IdxSplit::Train,
-            other => return Err(format!("--split {other}: use `test` or `train`").into()),
-        };
-        let images = LabeledImages::read_idx(&args.data, split, config.n_classes)?;
+        let (results, images) = idx_likelihoods(&classifier, &args.data, &args.split)?;
         // The complexity test's PNG sizes, from the 8-bit images the model sees.
         let spec = config
             .input
@@ -262,54 +318,22 @@ impl BackendTask for FitOodTask {
                     .collect::<Result<Vec<f64>, BoxError>>()
             })
             .transpose()?;
-        let data: Arc<dyn Samples> = Arc::new(GrayscaleSamples {
-            images,
-            input: input.clone(),
-        });
-        let settings = LoaderSettings {
-            batch_size: 100,
-            shuffle: None,
-            dequantize: None,
-            noise_per_epoch: false,
-            flip: false,
-            label_smoothing: 0.0,
-            classes: config.n_classes,
-        };
-        let loader = EpochLoader::<B>::new(
-            data.clone(),
-            (0..data.len()).collect(),
-            settings,
-            0,
-            device.clone(),
-        );
         let d = config.total_dims() as f64;
         let (mut marginal, mut classes, mut posteriors, mut labels) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut complexity = Vec::new();
-        let bar = std::io::stderr()
-            .is_terminal()
-            .then(|| ProgressBar::new(data.len() as u64));
-        for batch in burn::data::dataloader::DataLoader::iter(&loader) {
-            for (result, label) in classifier
-                .likelihoods_tensor(batch.x)?
-                .into_iter()
-                .zip(batch.labels)
-            {
-                if let Some(bits) = &complexity_bits {
-                    let bits = bits[labels.len()];
-                    complexity.push((result.log_marginal / std::f64::consts::LN_2 + bits) / d);
-                }
-                marginal.push(result.log_marginal / d);
-                classes.push(result.class_distances);
-                posteriors.push(result.log_posterior);
-                labels.push(label);
+        for (i, result) in results.into_iter().enumerate() {
+            if let Some(bits) = &complexity_bits {
+                complexity.push(trustgc::scores::complexity(
+                    result.log_marginal,
+                    bits[i],
+                    config.total_dims(),
+                ));
             }
-            if let Some(bar) = &bar {
-                bar.set_position(labels.len() as u64);
-            }
-        }
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
+            marginal.push(result.log_marginal / d);
+            classes.push(result.class_distances);
+            posteriors.push(result.log_posterior);
+            labels.push(images.label(i));
         }
         let start = args.skip.min(labels.len());
         let end = match args.calibrate {
@@ -356,12 +380,17 @@ impl BackendTask for FitOodTask {
         let held_out = (!held_out.is_empty()).then(|| {
             let alarms = held_out
                 .iter()
-                .filter(|&&i| stats.verdict_of(&all, i) != Verdict::Confident { class: labels[i] })
+                .filter(|&&i| {
+                    stats.verdict_of(&all, i) != Some(Verdict::Confident { class: labels[i] })
+                })
                 .count();
             let ood = held_out
                 .iter()
                 .filter(|&&i| {
-                    matches!(stats.verdict_of(&all, i), Verdict::OutOfDistribution { .. })
+                    matches!(
+                        stats.verdict_of(&all, i),
+                        Some(Verdict::OutOfDistribution { .. })
+                    )
                 })
                 .count();
             let n = held_out.len() as f64;

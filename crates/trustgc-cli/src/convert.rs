@@ -33,7 +33,10 @@ pub fn convert(args: ConvertArgs) -> Result<(), BoxError> {
     let config = match (&args.config, args.preset.as_deref()) {
         (Some(file), _) => {
             let text = trustgc_io::read_text_capped(file, trustgc_io::Cap::JSON)?;
-            GcConfig::from_json(&text)?
+            GcConfig::from_json(&text).map_err(|source| trustgc::ModelDirError::Config {
+                path: file.clone(),
+                source,
+            })?
         }
         (None, Some("imagenet")) | (None, None) => GcConfig::imagenet(),
         (None, Some(other)) => {

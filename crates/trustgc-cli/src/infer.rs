@@ -100,7 +100,10 @@ fn load_model<B: Backend>(
     let config = match &args.config {
         Some(file) => {
             let text = trustgc_io::read_text_capped(file, trustgc_io::Cap::JSON)?;
-            GcConfig::from_json(&text)?
+            GcConfig::from_json(&text).map_err(|source| trustgc::ModelDirError::Config {
+                path: file.clone(),
+                source,
+            })?
         }
         None => GcConfig::imagenet(),
     };

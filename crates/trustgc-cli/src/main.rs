@@ -1,10 +1,12 @@
 //! `trustgc`: the command line of trustgc.
 
+mod calibrate;
 mod classify;
 mod convert;
 mod infer;
 mod model_dir;
 mod ood_eval;
+mod plots;
 mod train;
 
 use std::process::ExitCode;
@@ -40,6 +42,9 @@ enum Command {
     /// Measure how well each out-of-distribution score separates in-distribution images
     /// from other sets (AUROC, AUPR, FPR at 95 % TPR).
     OodEval(ood_eval::OodEvalArgs),
+    /// Fit a temperature on the posteriors (on a validation split), measure the
+    /// calibration before and after on held-out images, and store it in the model folder.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 /// The device named by `--device`, or by `BURN_DEVICE` (default: the CPU).
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
         Command::Infer(args) => done(infer::infer(args)),
         Command::Convert(args) => done(convert::convert(args)),
         Command::OodEval(args) => done(ood_eval::ood_eval(args)),
+        Command::Calibrate(args) => done(calibrate::calibrate(args)),
     };
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

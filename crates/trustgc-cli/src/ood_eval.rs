@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use trustgc::image::{DynamicImage, GrayImage};
-use trustgc::metrics::{Bootstrap, DetectionReport, calibration_report, detection_report};
+use trustgc::metrics::{
+    Bootstrap, DetectionReport, calibration_report, detection_report, roc_curve,
+};
 use trustgc::preprocess::read_image;
 use trustgc::scores::{OodScores, ScoreKind, model_pixels, png_bits};
 use trustgc::{Classifier, Verdict};
@@ -48,6 +50,10 @@ pub struct OodEvalArgs {
     /// Bootstrap resamples for the 95 % intervals (0: none).
     #[arg(long, default_value_t = 200)]
     pub bootstrap: usize,
+    /// Write pictures into this folder: `roc-<set>.png` (every score's ROC curve against
+    /// each OoD set) and `reliability.png` (the in-distribution set's calibration).
+    #[arg(long)]
+    pub plots: Option<PathBuf>,
     /// Print one JSON object (every metric) instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -362,6 +368,19 @@ pub fn ood_eval(args: OodEvalArgs) -> Result<(), BoxError> {
     let spec = crate::device(&args.device)?;
     let scores_path = args.scores.clone();
     let (json, resamples, model) = (args.json, args.bootstrap, args.model.clone());
+    let plots = args.plots.clone();
+    // The sets' files, which no output may replace.
+    let mut inputs: Vec<PathBuf> = Vec::new();
+    for path in std::iter::once(&args.in_set).chain(args.ood.iter().map(|(_, p)| p)) {
+        inputs.push(path.clone());
+        if let Ok(entries) = std::fs::read_dir(path) {
+            inputs.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    if let Some(path) = &args.scores {
+        let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        trustgc_io::check_target(path, &refs)?;
+    }
     let sets = run_on(&spec, OodEvalTask { args })??;
     if let Some(path) = scores_path {
         let mut text = String::new();
@@ -374,7 +393,8 @@ pub fn ood_eval(args: OodEvalArgs) -> Result<(), BoxError> {
                 text.push('\n');
             }
         }
-        trustgc_io::write_file(&path, &[], text.as_bytes())?;
+        let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        trustgc_io::write_file(&path, &refs, text.as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
     let bootstrap = (resamples > 0).then_some(Bootstrap { resamples, seed: 0 });
@@ -388,6 +408,29 @@ pub fn ood_eval(args: OodEvalArgs) -> Result<(), BoxError> {
     let mut reports = Vec::new();
     for set in &sets[1..] {
         reports.push((set, detection(in_set, set, bootstrap)?));
+    }
+    if let Some(dir) = &plots {
+        std::fs::create_dir_all(dir).map_err(trustgc_io::WriteError::io(dir))?;
+        for (set, report) in &reports {
+            let mut curves = Vec::new();
+            for (kind, r) in report {
+                let values = |s: &Scored| -> Vec<f64> {
+                    s.scores.iter().filter_map(|x| x.get(*kind)).collect()
+                };
+                let points = roc_curve(&values(in_set), &values(set))?;
+                curves.push((kind.name().to_string(), r.auroc, points));
+            }
+            let path = dir.join(format!("roc-{}.png", file_stem(&set.name)));
+            let title = format!("ROC: {} against {}", in_set_label(&model), set.name);
+            crate::plots::roc_png(&path, &title, &curves)?;
+            eprintln!("wrote {}", path.display());
+        }
+        if let Some(c) = &calibration {
+            let path = dir.join("reliability.png");
+            let title = format!("Reliability of {} on the in-distribution set", model);
+            crate::plots::reliability_png(&path, &title, c, None)?;
+            eprintln!("wrote {}", path.display());
+        }
     }
     if json {
         let sets_json: Vec<serde_json::Value> = sets
@@ -478,4 +521,22 @@ pub fn ood_eval(args: OodEvalArgs) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// A set's name as a file name: letters, digits, `-` and `_` kept, anything else `_`.
+fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// How the in-distribution set is named in titles.
+fn in_set_label(model: &str) -> String {
+    format!("in-distribution ({model})")
 }

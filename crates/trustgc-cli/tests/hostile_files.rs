@@ -313,6 +313,11 @@ fn a_flipped_byte_in_a_model_folder_is_named() {
     .unwrap();
     let out = trustgc(&["classify", "--model", s(&model), s(&image)]);
     fails_with(&out, &["ood.json", "corrupt or was changed"]);
+    // ood.json deleted from a folder whose manifest lists it: not silently verdict-free.
+    std::fs::write(model.join("ood.json"), ood).unwrap();
+    std::fs::remove_file(model.join("ood.json")).unwrap();
+    let out = trustgc(&["classify", "--model", s(&model), s(&image)]);
+    fails_with(&out, &["ood.json", "is missing", "lists it"]);
 }
 
 #[test]

@@ -126,6 +126,13 @@ pub enum ManifestError {
         /// The file.
         path: PathBuf,
     },
+    /// The manifest lists a file the folder no longer has (deleting `ood.json` would
+    /// otherwise silently switch the verdicts off).
+    #[error("{path} is missing, but the folder's {MANIFEST} lists it")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// A folder's manifest: file name → SHA-256.

@@ -108,6 +108,14 @@ pub enum ReadError {
         /// What kind of file the limit is for ("a JSON file", "an image").
         what: &'static str,
     },
+    /// The file is under its cap but larger than the memory that could be reserved.
+    #[error("cannot read {path}: its {size} bytes do not fit in memory")]
+    OutOfMemory {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
     /// A text file is not UTF-8.
     #[error("cannot read {path}: it is not UTF-8 text")]
     NotUtf8 {
@@ -224,7 +232,14 @@ fn open_nonblocking(path: &Path) -> std::io::Result<File> {
 /// As [`open_regular`].
 pub fn read_capped(path: &Path, cap: Cap) -> Result<Vec<u8>, ReadError> {
     let Opened { file, len } = open_regular(path, cap)?;
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let mut bytes = Vec::new();
+    // A large (or sparse) file the machine cannot hold is an error, not an abort.
+    bytes
+        .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+        .map_err(|_| ReadError::OutOfMemory {
+            path: path.to_path_buf(),
+            size: len,
+        })?;
     file.take(cap.bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|source| ReadError::Io {
@@ -259,6 +274,7 @@ impl ReadError {
             Self::Io { path, .. }
             | Self::NotRegular { path, .. }
             | Self::TooLarge { path, .. }
+            | Self::OutOfMemory { path, .. }
             | Self::NotUtf8 { path } => path,
         }
     }

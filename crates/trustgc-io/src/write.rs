@@ -77,8 +77,8 @@ fn partial_prefix(path: &Path) -> Option<(PathBuf, String)> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    // ".", ".partial-" and a process id of up to 10 digits.
-    let room = NAME_MAX - 1 - 9 - 10;
+    // ".", ".partial-", a process id of up to 10 digits, "-" and a counter of up to 20.
+    let room = NAME_MAX - 1 - 9 - 10 - 1 - 20;
     let short = if name.len() <= room {
         name
     } else {
@@ -98,21 +98,25 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Where `path` is written before it is renamed into place: `.<name>.partial-<pid>` beside
-/// it (a name too long for the suffix is cut and hashed, so a 255-byte name still works).
+/// Where `path` is written before it is renamed into place:
+/// `.<name>.partial-<pid>-<n>` beside it, `n` counting this process's partials, so two
+/// threads writing the same output never share one (a name too long for the suffix is
+/// cut and hashed, so a 255-byte name still works).
 ///
 /// # Errors
 /// [`WriteError::Io`] when `path` has no file name.
 pub fn partial_path(path: &Path) -> Result<PathBuf, WriteError> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let (dir, prefix) = partial_prefix(path).ok_or_else(|| WriteError::Io {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
     })?;
-    Ok(dir.join(format!("{prefix}{}", std::process::id())))
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(dir.join(format!("{prefix}{}-{n}", std::process::id())))
 }
 
-/// Removes the partials of `path` (`.<name>.partial-<pid>`, file or folder) left by
-/// processes that no longer run; returns how many were removed. Partials of running
+/// Removes the partials of `path` (`.<name>.partial-<pid>` or `.<name>.partial-<pid>-<n>`,
+/// file or folder) left by processes that no longer run; returns how many were removed. Partials of running
 /// processes (a concurrent writer) are kept, and so is everything when liveness cannot be
 /// told. Best effort: errors are ignored.
 pub fn remove_stale_partials(path: &Path) -> usize {
@@ -126,11 +130,17 @@ pub fn remove_stale_partials(path: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
-            .filter(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|rest| rest.parse::<u32>().ok())
+            .and_then(|rest| match rest.split_once('-') {
+                Some((pid, n)) if digits(n) => Some(pid),
+                Some(_) => None,
+                None => Some(rest),
+            })
+            .filter(|pid| digits(pid))
+            .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;
         };
@@ -243,7 +253,6 @@ pub fn write_file_with(
     check_target(path, inputs)?;
     remove_stale_partials(path);
     let tmp = partial_path(path)?;
-    let _ = std::fs::remove_file(&tmp);
     let result = (|| {
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -298,7 +307,6 @@ pub fn write_dir<E: From<WriteError>>(
     }
     remove_stale_partials(path);
     let tmp = partial_path(path)?;
-    let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp).map_err(WriteError::io(path))?;
     let result = fill(&tmp).and_then(|()| {
         sync_dir_files(&tmp).map_err(WriteError::io(path))?;

@@ -55,7 +55,7 @@ fn devices_pipes_and_folders_are_refused_before_reading() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let message = read_capped(&fifo, Cap::JSON).unwrap_err().to_string();
     assert!(
-        message.contains("pipe") && message.contains("pipe"),
+        message.contains("pipe") && message.contains(&*fifo.to_string_lossy()),
         "{message}"
     );
 }
@@ -190,8 +190,9 @@ fn partials_of_killed_writers_are_removed_and_live_ones_kept() {
     let out = dir.join("model");
     let own = partial_path(&out).unwrap();
     let name = own.file_name().unwrap().to_str().unwrap();
-    let prefix = name.trim_end_matches(|c: char| c.is_ascii_digit());
-    let dead = dir.join(format!("{prefix}{}", dead_pid()));
+    let prefix = &name[..name.find(".partial-").unwrap() + ".partial-".len()];
+    assert_eq!(prefix, ".model.partial-");
+    let dead = dir.join(format!("{prefix}{}-3", dead_pid()));
     std::fs::create_dir_all(dead.join("inner")).unwrap();
     std::fs::write(dead.join("inner").join("model.safetensors"), [0u8; 1000]).unwrap();
     let dead_file = dir.join(format!("{prefix}{}", dead_pid()));
@@ -296,4 +297,27 @@ fn manifests_catch_changed_bytes_and_refuse_paths() {
         );
     }
     assert!(Manifest::read(&scratch("no-manifest")).unwrap().is_none());
+}
+
+#[test]
+fn partials_are_unique_per_write() {
+    let out = Path::new("/tmp/x/out.bin");
+    assert_ne!(partial_path(out).unwrap(), partial_path(out).unwrap());
+    // Two threads writing the same output: each result is one whole write.
+    let dir = scratch("threads");
+    let target = dir.join("out.bin");
+    let handles: Vec<_> = (0..8u8)
+        .map(|i| {
+            let target = target.clone();
+            std::thread::spawn(move || write_file(&target, &[], &vec![i; 100_000]).unwrap())
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let bytes = std::fs::read(&target).unwrap();
+    assert_eq!(bytes.len(), 100_000);
+    assert!(bytes.iter().all(|&b| b == bytes[0]), "a torn write");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(left.len(), 1, "no partial left");
 }

@@ -38,6 +38,16 @@ pub enum IdxError {
         /// Bytes present.
         found: usize,
     },
+    /// An image file declares images of no pixels (rows or columns 0).
+    #[error("{path}: the header declares images of {rows}x{cols} pixels")]
+    EmptyImages {
+        /// The file.
+        path: PathBuf,
+        /// Rows per image.
+        rows: usize,
+        /// Columns per image.
+        cols: usize,
+    },
 }
 
 /// Images of an IDX file: `count` images of `rows x cols` bytes, row-major.
@@ -122,6 +132,13 @@ fn header(
 pub fn read_images(path: &Path) -> Result<IdxImages, IdxError> {
     let bytes = read_bytes(path)?;
     let sizes = header(path, &bytes, 0x0000_0803, 3, "image (idx3-ubyte)")?;
+    if sizes[1] == 0 || sizes[2] == 0 {
+        return Err(IdxError::EmptyImages {
+            path: path.to_path_buf(),
+            rows: sizes[1],
+            cols: sizes[2],
+        });
+    }
     Ok(IdxImages {
         count: sizes[0],
         rows: sizes[1],

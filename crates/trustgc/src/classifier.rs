@@ -26,6 +26,7 @@ use trustgc_core::head::ClassNorms;
 use trustgc_core::input::InputSpec;
 use trustgc_core::{GcConfig, GenerativeClassifier, InputShapeError};
 
+use crate::calibration::{CalibrationCheckError, TemperatureScaling};
 use crate::ood::{OodCheckError, OodStats, Verdict};
 use crate::preprocess::{ImageError, InputError, model_input, read_image};
 use crate::scores::{model_pixels, png_bits};
@@ -113,15 +114,19 @@ pub struct Likelihoods {
     /// It is the class-specific part of `log p(x|y)` in the dimensions that carry the class;
     /// the class test of the verdict uses it.
     pub class_distances: Vec<f64>,
-    /// `log p(y|x)` per class (with the classifier's prior).
+    /// `log p(y|x)` per class (with the classifier's prior), recalibrated with the
+    /// temperature of [`Likelihoods::temperature`] when the classifier has one.
     pub log_posterior: Vec<f64>,
+    /// The temperature applied to the posterior ([`crate::calibration`]), `None` when
+    /// the posterior is the model's own.
+    pub temperature: Option<f64>,
     /// `log p(x)`, nats.
     pub log_marginal: f64,
     /// Bits per dimension of the 8-bit image (`None` without an input representation).
     pub bits_per_dim: Option<f64>,
-    /// `(log₂ p(x) + L(x)) / D`: the bits per dimension the model saves over a PNG
-    /// encoder on the 8-bit image it sees (`L(x)`: its PNG size), the complexity test's
-    /// score ([`crate::scores`]). Computed for decoded images when the model's
+    /// `(log₂ p(x) + L(x)) / D` (`L(x)`: the PNG size of the 8-bit image the model sees),
+    /// the complexity test's score ([`crate::scores::complexity`]: the bits per dimension
+    /// the model saves over a PNG encoder, up to a constant of the model). Computed for decoded images when the model's
     /// [`OodStats`] hold a complexity test; `None` otherwise (and for tensor inputs).
     pub complexity: Option<f64>,
     /// The reference's logits `−½ d`.
@@ -214,6 +219,7 @@ pub struct Classifier<B: Backend> {
     norms: ClassNorms<B>,
     log_prior: Option<Vec<f64>>,
     ood: Option<OodStats>,
+    temperature: Option<TemperatureScaling>,
     class_names: Arc<Vec<String>>,
     device: B::Device,
 }
@@ -237,6 +243,7 @@ impl<B: Backend> Classifier<B> {
             norms,
             log_prior: None,
             ood: None,
+            temperature: None,
             class_names,
             device: device.clone(),
         }
@@ -251,6 +258,27 @@ impl<B: Backend> Classifier<B> {
         ood.check(self.config.n_classes)?;
         self.ood = Some(ood);
         Ok(self)
+    }
+
+    /// Recalibrates the posteriors with a fitted temperature (`trustgc calibrate`,
+    /// [`crate::calibration`]); `None` restores the model's own posteriors.
+    ///
+    /// # Errors
+    /// [`CalibrationCheckError`] for a temperature that is not usable.
+    pub fn with_temperature(
+        mut self,
+        scaling: Option<TemperatureScaling>,
+    ) -> Result<Self, CalibrationCheckError> {
+        if let Some(s) = &scaling {
+            s.check()?;
+        }
+        self.temperature = scaling;
+        Ok(self)
+    }
+
+    /// The temperature scaling applied to the posteriors, if any.
+    pub fn temperature(&self) -> Option<&TemperatureScaling> {
+        self.temperature.as_ref()
     }
 
     /// Sets a class prior `π` (weights, normalized here); `None` restores the uniform one.
@@ -277,6 +305,11 @@ impl<B: Backend> Classifier<B> {
     /// The model.
     pub fn model(&self) -> &GenerativeClassifier<B> {
         &self.model
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
     }
 
     /// The out-of-distribution statistics, if any.
@@ -505,12 +538,23 @@ impl<B: Backend> Classifier<B> {
             };
             let log_marginal = logsumexp(&joint);
             let log_posterior: Vec<f64> = joint.iter().map(|j| j - log_marginal).collect();
+            // The recalibrated posterior: the class terms divided by T (the shared part of
+            // log p(x|y) cancels in the normalization).
+            let calibrated = self.temperature.as_ref().map(|s| {
+                let t = s.temperature;
+                let scaled: Vec<f64> = match &self.log_prior {
+                    Some(prior) => class_ll.iter().zip(prior).map(|(l, p)| l / t + p).collect(),
+                    None => class_ll.iter().map(|l| l / t).collect(),
+                };
+                let norm = logsumexp(&scaled);
+                scaled.iter().map(|j| j - norm).collect::<Vec<f64>>()
+            });
             let bits_per_dim =
                 bits_offset.map(|offset| (-log_marginal / d + offset) / std::f64::consts::LN_2);
             let class_distances = distances[i * k..(i + 1) * k].to_vec();
-            let complexity = png_bits
-                .and_then(|bits| bits.get(i))
-                .map(|bits| (log_marginal / std::f64::consts::LN_2 + bits) / d);
+            let complexity = png_bits.and_then(|bits| bits.get(i)).map(|&bits| {
+                crate::scores::complexity(log_marginal, bits, self.config.total_dims())
+            });
             let verdict = self.ood.as_ref().map(|ood| {
                 ood.verdict(
                     log_marginal / d,
@@ -522,7 +566,8 @@ impl<B: Backend> Classifier<B> {
             results.push(Likelihoods {
                 class_log_likelihoods: class_ll,
                 class_distances,
-                log_posterior,
+                log_posterior: calibrated.unwrap_or(log_posterior),
+                temperature: self.temperature.as_ref().map(|s| s.temperature),
                 log_marginal,
                 bits_per_dim,
                 complexity,

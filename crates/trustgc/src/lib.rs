@@ -76,6 +76,7 @@
 //! [training](https://github.com/trustgc/trustgc/blob/main/docs/training.md), and
 //! [the shipped model's card](https://github.com/trustgc/trustgc/blob/main/weights/fashion-mnist/README.md).
 
+pub mod calibration;
 pub mod classifier;
 pub mod hub;
 pub mod metrics;

@@ -75,6 +75,22 @@ pub enum OodCheckError {
         /// Its rate.
         alpha_complexity: Option<f64>,
     },
+    /// The calibration scores are not one per image.
+    #[error(
+        "calibration data of unequal lengths: {labels} labels, {marginal} marginals, {class_distances} distance rows, {log_posteriors} posterior rows, {complexity:?} complexities"
+    )]
+    Lengths {
+        /// Labels.
+        labels: usize,
+        /// `log p(x)/D` values.
+        marginal: usize,
+        /// Rows of class distances.
+        class_distances: usize,
+        /// Rows of log posteriors.
+        log_posteriors: usize,
+        /// Complexity values, when given.
+        complexity: Option<usize>,
+    },
     /// The typical range of `log p(x)/D` is empty, NaN or unbounded.
     #[error("the typical range [{low}, {high}] is empty or not finite")]
     EmptyRange {
@@ -98,8 +114,8 @@ pub enum OodCheckError {
 }
 
 /// The largest magnitude of `log p(x)/D` (nats per dimension) an `ood.json` may name.
-/// Real models are within a few nats of 0 (the shipped Fashion-MNIST model: −1.82 to
-/// −1.49); reaching 10⁴ would take a float32 flow's log-determinant near its overflow on
+/// Real models are within a few nats of 0 (the shipped Fashion-MNIST model: −1.87 to
+/// −1.46); reaching 10⁴ would take a float32 flow's log-determinant near its overflow on
 /// every dimension.
 pub const MAX_LOG_DENSITY_PER_DIM: f64 = 1e4;
 
@@ -112,9 +128,9 @@ pub const MAX_LOG_DENSITY_PER_DIM: f64 = 1e4;
 /// - the marginal test: `log p(x)/D` (nats per dimension) must lie in the range holding
 ///   `1 − alpha` of the calibration images (`alpha/2` cut on each side);
 /// - the complexity test (when `complexity_low` is set and the input's 8-bit image is
-///   known): `(log₂ p(x) + L(x)) / D`, the bits per dimension the model saves over a PNG
-///   encoder (`L(x)` the PNG size of the image the model sees, see
-///   [`crate::scores`]), must be at least the `alpha_complexity` quantile of the
+///   known): `(log₂ p(x) + L(x)) / D` (`L(x)` the PNG size of the image the model sees;
+///   up to a constant of the model, the bits per dimension it saves over a PNG encoder,
+///   see [`crate::scores::complexity`]), must be at least the `alpha_complexity` quantile of the
 ///   calibration images'. Flows give simple images of any family a high `log p(x)`
 ///   (Nalisnick et al. 2019); a generic compressor finds them simple too, so what is left
 ///   measures what the model knows about its own data (Serrà et al. 2020). One-sided: an
@@ -287,6 +303,22 @@ impl OodStats {
         data: &Calibration<'_>,
         source: String,
     ) -> Result<Self, OodCheckError> {
+        let n = data.labels.len();
+        let lengths = [
+            data.marginal.len(),
+            data.class_distances.len(),
+            data.log_posteriors.len(),
+            data.complexity.map_or(n, <[f64]>::len),
+        ];
+        if lengths.iter().any(|&l| l != n) {
+            return Err(OodCheckError::Lengths {
+                labels: n,
+                marginal: data.marginal.len(),
+                class_distances: data.class_distances.len(),
+                log_posteriors: data.log_posteriors.len(),
+                complexity: data.complexity.map(<[f64]>::len),
+            });
+        }
         let alpha = settings.alpha;
         let quantile = |mut v: Vec<f64>, q: f64| -> f64 {
             v.retain(|x| x.is_finite());
@@ -338,9 +370,9 @@ impl OodStats {
         let alarms = (0..data.labels.len())
             .filter(|&i| {
                 stats.verdict_of(data, i)
-                    != Verdict::Confident {
+                    != Some(Verdict::Confident {
                         class: data.labels[i],
-                    }
+                    })
             })
             .count();
         stats.false_alarm_rate = alarms as f64 / data.labels.len().max(1) as f64;
@@ -348,14 +380,19 @@ impl OodStats {
         Ok(stats)
     }
 
-    /// The verdict for calibration input `i` of `data`.
-    pub fn verdict_of(&self, data: &Calibration<'_>, i: usize) -> Verdict {
-        self.verdict(
-            data.marginal[i],
-            data.complexity.map(|c| c[i]),
-            &data.class_distances[i],
-            &data.log_posteriors[i],
-        )
+    /// The verdict for calibration input `i` of `data`; `None` when `data` has no input
+    /// `i` (or its slices are of unequal lengths).
+    pub fn verdict_of(&self, data: &Calibration<'_>, i: usize) -> Option<Verdict> {
+        let complexity = match data.complexity {
+            Some(c) => Some(*c.get(i)?),
+            None => None,
+        };
+        Some(self.verdict(
+            *data.marginal.get(i)?,
+            complexity,
+            data.class_distances.get(i)?,
+            data.log_posteriors.get(i)?,
+        ))
     }
 }
 
@@ -372,10 +409,11 @@ pub struct FitSettings {
 
 impl Default for FitSettings {
     /// The rates of the shipped model: 1 % for the marginal test, 1 % for each class
-    /// test, 3 % for the complexity test. They add up to 5 %, so by the union bound at
-    /// most about 5 % of in-distribution inputs are called out of distribution whatever
-    /// the tests' correlation; a class agrees from 10 % of the posterior. `docs/ood.md`
-    /// says what they catch and miss.
+    /// test, 3 % for the complexity test. They add up to 5 %: by the union bound, at most
+    /// about 5 % of correctly classified in-distribution inputs are called out of
+    /// distribution whatever the tests' correlation (the class test may also reject a
+    /// misclassified input). A class agrees from 10 % of the posterior. `docs/ood.md`
+    /// says what they catch and miss, measured.
     fn default() -> Self {
         Self {
             alpha: 0.01,
@@ -573,6 +611,15 @@ mod tests {
             OodStats::fit(&settings, &no_scores, String::new()),
             Err(OodCheckError::Complexity { .. })
         ));
+        let short = Calibration {
+            marginal: &marginal[1..],
+            ..data
+        };
+        assert!(matches!(
+            OodStats::fit(&settings, &short, String::new()),
+            Err(OodCheckError::Lengths { .. })
+        ));
+        assert_eq!(stats.verdict_of(&short, labels.len() - 1), None);
         let mut half = stats.clone();
         half.alpha_complexity = None;
         assert!(matches!(

@@ -10,7 +10,7 @@
 //! | `max_log_pxy` | `max_y log p(x|y) / D` |
 //! | `neg_min_distance` | `−min_y ‖z_fc − μ_y‖² / n_loss_dims` (the class test's distance) |
 //! | `typicality` | `−|log p(x)/D − m|`, `m` the middle of the fitted typical range (needs `ood.json`) |
-//! | `complexity` | `(log₂ p(x) + L(x)) / D`: bits per dimension the model saves over a PNG encoder, `L(x)` the PNG size in bits of the 8-bit image the model sees (Serrà et al. 2020) |
+//! | `complexity` | `(log₂ p(x) + L(x)) / D`, `L(x)` the PNG size in bits of the 8-bit image the model sees (Serrà et al. 2020): the bits per dimension the model saves over a PNG encoder, up to a constant of the model ([`complexity`]) |
 //! | `max_posterior` | `max_y p(y|x)` (the maximum softmax probability baseline) |
 //! | `energy` | `logsumexp_y logit_y` (Liu et al. 2020; the negative free energy) |
 //! | `max_logit` | `max_y logit_y` |
@@ -135,6 +135,16 @@ pub fn png_bits(image: &Image8) -> f64 {
     }
 }
 
+/// The complexity score `(log₂ p(x) + L(x)) / D` of an input with `log p(x)` =
+/// `log_marginal` (nats) over `dims` dimensions and an 8-bit image of `png_bits` bits as a
+/// PNG ([`png_bits`]). It equals the bits per dimension the model saves over the PNG
+/// encoder up to a constant of the model (the input normalization's Jacobian, the 8-bit
+/// quantization and any padding: `log p(x)` is a density of the model's input, `L(x)` a
+/// code length of the 8-bit image), so only its comparison between inputs means anything.
+pub fn complexity(log_marginal: f64, png_bits: f64, dims: usize) -> f64 {
+    (log_marginal / std::f64::consts::LN_2 + png_bits) / dims as f64
+}
+
 /// All scores of one input.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OodScores {
@@ -179,8 +189,9 @@ impl OodScores {
             max_log_pxy: max(&result.class_log_likelihoods) / d,
             neg_min_distance: -min_distance,
             typicality: ood.map(|o| -(log_px - 0.5 * (o.marginal_low + o.marginal_high)).abs()),
-            complexity: png_bits
-                .map(|bits| (result.log_marginal / std::f64::consts::LN_2 + bits) / d),
+            complexity: result
+                .complexity
+                .or_else(|| png_bits.map(|bits| complexity(result.log_marginal, bits, dims))),
             max_posterior: max(&result.log_posterior).exp(),
             energy: logsumexp(&result.logits),
             max_logit: max(&result.logits),

@@ -78,7 +78,18 @@ impl Shipped {
         }
     }
 
-    /// The embedded `checksums.sha256` (SHA-256 of the three files above).
+    /// The embedded `calibration.json` (the posterior's temperature), when the model has
+    /// one.
+    pub fn calibration_json(self) -> Option<&'static str> {
+        match self {
+            Shipped::FashionMnist => Some(include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../weights/fashion-mnist/calibration.json"
+            ))),
+        }
+    }
+
+    /// The embedded `checksums.sha256` (SHA-256 of the files above).
     pub fn manifest(self) -> &'static str {
         match self {
             Shipped::FashionMnist => include_str!(concat!(
@@ -98,10 +109,20 @@ impl Shipped {
             config: self.config_json(),
             weights: self.model_safetensors(),
             ood: self.ood_json(),
+            calibration: self.calibration_json(),
             manifest: Some(self.manifest()),
+            optional_read: true,
         };
-        files.verify()?;
-        Ok(files)
+        // The embedded bytes never change: checked once per process.
+        static VERIFIED: [std::sync::OnceLock<bool>; Shipped::ALL.len()] =
+            [const { std::sync::OnceLock::new() }; Shipped::ALL.len()];
+        let index = Shipped::ALL.iter().position(|&m| m == self).unwrap_or(0);
+        if *VERIFIED[index].get_or_init(|| files.verify().is_ok()) {
+            Ok(files)
+        } else {
+            // Failed once: run the check again for its typed error.
+            files.verify().map(|()| files)
+        }
     }
 
     /// Its config.
@@ -125,7 +146,7 @@ impl Shipped {
     }
 
     /// Writes the model folder (`config.json`, `model.safetensors`, `ood.json`,
-    /// `checksums.sha256`) into `dir`, creating it; existing regular files of those names
+    /// `calibration.json`, `checksums.sha256`) into `dir`, creating it; existing regular files of those names
     /// are replaced (a link or device of those names is refused).
     ///
     /// # Errors
@@ -139,6 +160,9 @@ impl Shipped {
         write("model.safetensors", files.weights)?;
         if let Some(ood) = files.ood {
             write("ood.json", ood.as_bytes())?;
+        }
+        if let Some(calibration) = files.calibration {
+            write("calibration.json", calibration.as_bytes())?;
         }
         write_manifest(dir)
     }

@@ -36,6 +36,11 @@ fn the_embedded_model_is_the_shipped_folder() {
     let from_dir = Classifier::<B>::from_dir(&dir, &device).unwrap();
     assert_eq!(shipped.config(), from_dir.config());
     assert_eq!(shipped.ood(), from_dir.ood());
+    assert_eq!(shipped.temperature(), from_dir.temperature());
+    assert!(
+        shipped.temperature().is_some(),
+        "calibration.json is embedded and applied"
+    );
     assert_eq!(
         model_tensors(shipped.model()),
         model_tensors(from_dir.model())
@@ -64,7 +69,13 @@ fn written_out_it_opens_as_a_folder() {
     let dir = std::env::temp_dir().join(format!("trustgc-shipped-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     Shipped::FashionMnist.write_to(&dir).unwrap();
-    for name in ["config.json", "model.safetensors", "ood.json"] {
+    for name in [
+        "config.json",
+        "model.safetensors",
+        "ood.json",
+        "calibration.json",
+        "checksums.sha256",
+    ] {
         assert_eq!(
             std::fs::read(dir.join(name)).unwrap(),
             std::fs::read(folder().join(name)).unwrap(),
@@ -72,4 +83,35 @@ fn written_out_it_opens_as_a_folder() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_temperature_changes_the_posterior_and_nothing_else() {
+    let device = Default::default();
+    let calibrated = Classifier::<B>::shipped(Shipped::FashionMnist, &device).unwrap();
+    let t = calibrated.temperature().unwrap().temperature;
+    let raw = calibrated.clone().with_temperature(None).unwrap();
+    let image =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/images/ankle-boot.png");
+    let a = calibrated.likelihoods_file(&image).unwrap();
+    let b = raw.likelihoods_file(&image).unwrap();
+    assert_eq!(a.temperature, Some(t));
+    assert_eq!(b.temperature, None);
+    // Densities, distances, the verdict and the ranking are the model's own.
+    assert_eq!(a.class_log_likelihoods, b.class_log_likelihoods);
+    assert_eq!(a.log_marginal, b.log_marginal);
+    assert_eq!(a.verdict, b.verdict);
+    assert_eq!(a.predicted().class, b.predicted().class);
+    // The posterior is softmax(log p(x|y) / T) (uniform prior), recomputed here.
+    let scaled: Vec<f64> = b.class_log_likelihoods.iter().map(|l| l / t).collect();
+    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let norm = max + scaled.iter().map(|s| (s - max).exp()).sum::<f64>().ln();
+    for (got, s) in a.log_posterior.iter().zip(&scaled) {
+        assert!((got - (s - norm)).abs() < 1e-9, "{got} vs {}", s - norm);
+    }
+    assert_ne!(a.log_posterior, b.log_posterior);
+    // Unusable temperatures are refused.
+    let mut bad = calibrated.temperature().unwrap().clone();
+    bad.temperature = 0.0;
+    assert!(raw.with_temperature(Some(bad)).is_err());
 }

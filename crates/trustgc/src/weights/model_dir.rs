@@ -1,7 +1,7 @@
 //! Model folders: `config.json` (the [`GcConfig`]), `model.safetensors` (trustgc's
 //! parameter names, see [`super::safetensors`]), optionally `ood.json` (the
-//! [`OodStats`] behind the verdicts), and `checksums.sha256`, the SHA-256 of each of those
-//! files in `sha256sum`'s format ([`trustgc_io::Manifest`]). `trustgc convert`,
+//! [`OodStats`] behind the verdicts) and `calibration.json` (the temperature of
+//! [`crate::calibration`]), and `checksums.sha256`, the SHA-256 of each of those files in `sha256sum`'s format ([`trustgc_io::Manifest`]). `trustgc convert`,
 //! `trustgc train` and the hub all produce them; [`Classifier::from_dir`] opens them.
 //!
 //! Integrity: when a folder has a manifest, every file read from it must be listed there
@@ -20,6 +20,7 @@ use trustgc_io::{Cap, MANIFEST, Manifest, read_capped, read_text_capped};
 
 use super::LoadError;
 use super::safetensors::load_native_bytes;
+use crate::calibration::TemperatureScaling;
 use crate::classifier::Classifier;
 use crate::ood::{OodCheckError, OodStats};
 
@@ -63,6 +64,30 @@ pub enum ModelDirError {
         #[source]
         source: serde_json::Error,
     },
+    /// [`write_model_file`] was asked for a file that is not one of [`MODEL_FILES`].
+    #[error("`{name}` is not one of a model folder's files ({})", MODEL_FILES.join(", "))]
+    NotAModelFile {
+        /// The name given.
+        name: String,
+    },
+    /// `calibration.json` is not valid temperature scaling.
+    #[error("{path} is not a valid calibration: {source}")]
+    Calibration {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `calibration.json` parses but cannot be right.
+    #[error("{path}: {source}; refit it with `trustgc calibrate`")]
+    CalibrationCheck {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: crate::calibration::CalibrationCheckError,
+    },
     /// The weights could not be loaded.
     #[error("{path}: {source}")]
     Load {
@@ -81,8 +106,13 @@ pub(crate) struct ModelFiles<'a> {
     pub config: &'a str,
     pub weights: &'a [u8],
     pub ood: Option<&'a str>,
+    /// `calibration.json`, when the folder has one.
+    pub calibration: Option<&'a str>,
     /// `checksums.sha256`, when the folder has one.
     pub manifest: Option<&'a str>,
+    /// Whether `ood.json` and `calibration.json` were looked for (a listed one that is
+    /// absent is then an error).
+    pub optional_read: bool,
 }
 
 impl ModelFiles<'_> {
@@ -94,10 +124,39 @@ impl ModelFiles<'_> {
         let manifest = Manifest::parse(text, &self.dir.join(MANIFEST))?;
         manifest.verify(self.dir, "config.json", self.config.as_bytes())?;
         manifest.verify(self.dir, "model.safetensors", self.weights)?;
-        if let Some(ood) = self.ood {
-            manifest.verify(self.dir, "ood.json", ood.as_bytes())?;
+        for (name, file) in [
+            ("ood.json", self.ood),
+            ("calibration.json", self.calibration),
+        ] {
+            match file {
+                Some(text) => manifest.verify(self.dir, name, text.as_bytes())?,
+                None if self.optional_read && manifest.files.contains_key(name) => {
+                    return Err(trustgc_io::ManifestError::Missing {
+                        path: self.dir.join(name),
+                    }
+                    .into());
+                }
+                None => {}
+            }
         }
         Ok(())
+    }
+
+    /// Parses and checks `calibration.json`, when there is one.
+    pub fn calibration(&self) -> Result<Option<TemperatureScaling>, ModelDirError> {
+        let Some(text) = self.calibration else {
+            return Ok(None);
+        };
+        let path = self.dir.join("calibration.json");
+        let scaling: TemperatureScaling =
+            serde_json::from_str(text).map_err(|source| ModelDirError::Calibration {
+                path: path.clone(),
+                source,
+            })?;
+        scaling
+            .check()
+            .map_err(|source| ModelDirError::CalibrationCheck { path, source })?;
+        Ok(Some(scaling))
     }
 
     /// Parses `config.json`.
@@ -147,7 +206,13 @@ impl ModelFiles<'_> {
     ) -> Result<Classifier<B>, ModelDirError> {
         let (config, model) = self.model(device)?;
         let ood = self.ood(config.n_classes)?;
-        let classifier = Classifier::new(config, model, device);
+        let calibration = self.calibration()?;
+        let classifier = Classifier::new(config, model, device)
+            .with_temperature(calibration)
+            .map_err(|source| ModelDirError::CalibrationCheck {
+                path: self.dir.join("calibration.json"),
+                source,
+            })?;
         Ok(match ood {
             Some(ood) => classifier.with_ood(ood).map_err(|source| {
                 let path = self.dir.join("ood.json");
@@ -164,7 +229,9 @@ struct ReadFiles {
     config: String,
     weights: Vec<u8>,
     ood: Option<String>,
+    calibration: Option<String>,
     manifest: Option<String>,
+    with_ood: bool,
 }
 
 /// Whether `path` names something (a link to nothing counts: reading it then fails loudly).
@@ -192,7 +259,13 @@ impl ReadFiles {
             } else {
                 None
             },
+            calibration: if with_ood {
+                optional("calibration.json")?
+            } else {
+                None
+            },
             manifest: optional(MANIFEST)?,
+            with_ood,
         };
         files.files().verify()?;
         Ok(files)
@@ -204,25 +277,45 @@ impl ReadFiles {
             config: &self.config,
             weights: &self.weights,
             ood: self.ood.as_deref(),
+            calibration: self.calibration.as_deref(),
             manifest: self.manifest.as_deref(),
+            optional_read: self.with_ood,
         }
     }
 }
 
+/// `dir/name` as text, checked against the folder's manifest when it has one.
+fn verified_text(dir: &Path, name: &str) -> Result<String, ModelDirError> {
+    let text = read_text_capped(&dir.join(name), Cap::JSON)?;
+    if let Some(manifest) = Manifest::read(dir)? {
+        manifest.verify(dir, name, text.as_bytes())?;
+    }
+    Ok(text)
+}
+
+/// The files of a model folder that [`write_model_file`] writes and the manifest covers.
+pub const MODEL_FILES: [&str; 4] = [
+    "config.json",
+    "model.safetensors",
+    "ood.json",
+    "calibration.json",
+];
+
 /// Writes (or rewrites) `dir/checksums.sha256` for the folder's model files as they are
-/// now: those of `config.json`, `model.safetensors` and `ood.json` (the files a load
-/// reads) that are present. Call it after changing one of them by hand.
+/// now: those of `config.json`, `model.safetensors`, `ood.json` and `calibration.json`
+/// (the files a load reads) that are present. Call it after changing one of them by hand.
 ///
 /// # Errors
 /// [`ModelDirError::Io`] for a file that cannot be read, [`ModelDirError::Manifest`] when
 /// the manifest cannot be written.
 pub fn write_manifest(dir: &Path) -> Result<(), ModelDirError> {
     let mut manifest = Manifest::default();
-    for (name, cap) in [
-        ("config.json", Cap::JSON),
-        ("model.safetensors", Cap::TENSORS),
-        ("ood.json", Cap::JSON),
-    ] {
+    for name in MODEL_FILES {
+        let cap = if name == "model.safetensors" {
+            Cap::TENSORS
+        } else {
+            Cap::JSON
+        };
         let path = dir.join(name);
         if !present(&path) {
             continue;
@@ -234,14 +327,19 @@ pub fn write_manifest(dir: &Path) -> Result<(), ModelDirError> {
     Ok(())
 }
 
-/// Writes one model file of `dir` atomically (`name` is `config.json`,
-/// `model.safetensors` or `ood.json`) and records its digest in the folder's manifest:
+/// Writes one model file of `dir` atomically (`name` is one of [`MODEL_FILES`]) and
+/// records its digest in the folder's manifest:
 /// the one entry is updated when there is a manifest, else a manifest of all the
 /// folder's model files is written.
 ///
 /// # Errors
 /// [`ModelDirError::Write`], [`ModelDirError::Manifest`] or [`ModelDirError::Io`].
 pub fn write_model_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ModelDirError> {
+    if !MODEL_FILES.contains(&name) {
+        return Err(ModelDirError::NotAModelFile {
+            name: name.to_string(),
+        });
+    }
     trustgc_io::write_file(&dir.join(name), &[], bytes)?;
     match Manifest::read(dir)? {
         Some(mut manifest) => {
@@ -259,7 +357,7 @@ pub fn write_model_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Mode
 /// [`ModelDirError::Io`] or [`ModelDirError::Config`].
 pub fn read_model_config(dir: &Path) -> Result<GcConfig, ModelDirError> {
     let path = dir.join("config.json");
-    let text = read_text_capped(&path, Cap::JSON)?;
+    let text = verified_text(dir, "config.json")?;
     GcConfig::from_json(&text).map_err(|source| ModelDirError::Config { path, source })
 }
 
@@ -272,7 +370,7 @@ pub fn read_ood(dir: &Path) -> Result<Option<OodStats>, ModelDirError> {
     if !present(&path) {
         return Ok(None);
     }
-    let text = read_text_capped(&path, Cap::JSON)?;
+    let text = verified_text(dir, "ood.json")?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|source| ModelDirError::Ood { path, source })
@@ -292,7 +390,9 @@ pub fn load_model_dir<B: Backend>(
 
 impl<B: Backend> Classifier<B> {
     /// Opens a model folder: `config.json`, `model.safetensors` (trustgc names) and, when
-    /// present, `ood.json`, which must fit the model.
+    /// present, `ood.json` (which must fit the model) and `calibration.json` (the
+    /// posterior's temperature), all checked against `checksums.sha256` when the folder
+    /// has one.
     ///
     /// ```
     /// use trustgc::burn::backend::Flex;
