@@ -20,7 +20,7 @@ use super::validate::{
     check_file_name, check_repo_id, check_revision, is_blob_id, is_commit_id, shown,
 };
 use crate::ood::OodStats;
-use crate::weights::convert::convert_checkpoint;
+use crate::weights::convert::convert_checkpoint_verified;
 
 /// What became of one file request.
 pub(super) enum Fetched {
@@ -608,7 +608,7 @@ impl<'a> Hub<'a> {
         Ok(Fetched::Found(dir))
     }
 
-    /// Converts `pt` into `dir`. [`convert_checkpoint`] writes a temporary sibling folder
+    /// Converts `pt` into `dir`. [`convert_checkpoint_verified`] writes a temporary sibling folder
     /// (`.<variant>.partial-<pid>`, after removing those of killed conversions) and
     /// renames it into place, so `dir` is complete or absent; when another process
     /// finished the same conversion first, its folder is used.
@@ -625,7 +625,18 @@ impl<'a> Hub<'a> {
                 dir.display()
             );
         }
-        match convert_checkpoint(pt, &self.options.architecture, dir) {
+        // An LFS blob is named by its SHA-256: the cached checkpoint is checked against it
+        // again before conversion (it may have been damaged on disk since the download).
+        let expected = std::fs::read_link(pt)
+            .ok()
+            .and_then(|target| {
+                target
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_owned)
+            })
+            .and_then(|name| trustgc_io::Sha256Digest::from_hex(&name));
+        match convert_checkpoint_verified(pt, &self.options.architecture, dir, expected) {
             Ok(()) => {}
             // Another process finished the same conversion first.
             Err(_) if is_model_dir(dir) => return Ok(()),
