@@ -230,6 +230,9 @@ fn score_set<B: burn::tensor::backend::Backend>(
         labels: Vec::new(),
         skipped: 0,
     };
+    // With a complexity test in its statistics the classifier encodes each image's PNG
+    // itself (`Likelihoods::complexity`); otherwise it is done here, once.
+    let own_png = ood.is_none_or(|o| o.complexity_low.is_none());
     let indices: Vec<usize> = range.collect();
     for chunk in indices.chunks(batch.max(1)) {
         let mut images = Vec::with_capacity(chunk.len());
@@ -239,7 +242,7 @@ fn score_set<B: burn::tensor::backend::Backend>(
             let image = source.image(i).and_then(|image| {
                 let pixels = model_pixels(&image, &spec)
                     .map_err(|e| format!("{}: {e}", source.name_of(i)))?;
-                Ok((image, png_bits(&pixels)))
+                Ok((image, own_png.then(|| png_bits(&pixels))))
             });
             match image {
                 Ok((image, b)) => {
@@ -259,7 +262,7 @@ fn score_set<B: burn::tensor::backend::Backend>(
         }
         let results = classifier.likelihoods_batch(&images)?;
         for ((result, b), label) in results.iter().zip(bits).zip(labels) {
-            out.scores.push(OodScores::new(result, dims, Some(b), ood));
+            out.scores.push(OodScores::new(result, dims, b, ood));
             out.verdicts.push(result.verdict.clone());
             if let Some(label) = label {
                 out.posteriors
