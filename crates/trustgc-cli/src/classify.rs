@@ -307,12 +307,9 @@ impl BackendTask for FitOodTask {
             .then(|| {
                 (0..images.len())
                     .map(|i| {
-                        let side = images.side as u32;
-                        let pixels = images.image(i).to_vec();
-                        let image = trustgc::image::GrayImage::from_raw(side, side, pixels)
-                            .ok_or("an IDX image of inconsistent size")?;
-                        let pixels =
-                            model_pixels(&trustgc::image::DynamicImage::ImageLuma8(image), &spec)?;
+                        let image =
+                            crate::ood_eval::luma_image(images.side, images.side, images.image(i))?;
+                        let pixels = model_pixels(&image, &spec)?;
                         Ok::<f64, BoxError>(png_bits(&pixels))
                     })
                     .collect::<Result<Vec<f64>, BoxError>>()

@@ -93,10 +93,7 @@ impl Source {
         match self {
             Source::Idx(idx, _) => {
                 let n = idx.rows * idx.cols;
-                let pixels = idx.pixels[i * n..(i + 1) * n].to_vec();
-                let image = GrayImage::from_raw(idx.cols as u32, idx.rows as u32, pixels)
-                    .ok_or("an IDX image of inconsistent size")?;
-                Ok(DynamicImage::ImageLuma8(image))
+                luma_image(idx.cols, idx.rows, &idx.pixels[i * n..(i + 1) * n])
             }
             Source::Files(files) => Ok(read_image(&files[i])?),
         }
@@ -542,4 +539,15 @@ fn file_stem(name: &str) -> String {
 /// How the in-distribution set is named in titles.
 fn in_set_label(model: &str) -> String {
     format!("in-distribution ({model})")
+}
+
+/// An 8-bit grayscale image of `width · height` row-major `pixels` (one IDX image).
+pub(crate) fn luma_image(
+    width: usize,
+    height: usize,
+    pixels: &[u8],
+) -> Result<DynamicImage, BoxError> {
+    let image = GrayImage::from_raw(width as u32, height as u32, pixels.to_vec())
+        .ok_or("an IDX image of inconsistent size")?;
+    Ok(DynamicImage::ImageLuma8(image))
 }

@@ -82,8 +82,11 @@ fn ood_eval_reports_every_score_for_every_set() {
     let noise = &sets[1]["detection"];
     for score in ["log_px", "max_log_pxy", "typicality"] {
         assert_eq!(noise[score]["auroc"], 1.0, "{score}: {}", noise[score]);
+        // Perfect separation in every resample: the interval collapses to the point.
         let ci = &noise[score]["ci"]["auroc"];
-        assert!(ci["low"].as_f64().unwrap() <= 1.0, "{ci}");
+        assert_eq!(ci["low"], 1.0, "{ci}");
+        assert_eq!(ci["high"], 1.0, "{ci}");
+        assert_eq!(noise[score]["fpr_at_95_tpr"], 0.0, "{score}");
     }
     assert!(noise["complexity"]["auroc"].as_f64().unwrap() < 0.5);
     for score in [
@@ -93,10 +96,24 @@ fn ood_eval_reports_every_score_for_every_set() {
         "energy",
         "max_logit",
     ] {
+        // Every metric is reported with an ordered interval. (A percentile interval need
+        // not contain its point estimate: complexity's AUPR-in here lies just below its
+        // interval, since resampling duplicates scores into ties. The AUROC's does here.)
         let r = &noise[score];
         for key in ["auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr"] {
             let v = r[key].as_f64().unwrap_or(f64::NAN);
-            assert!((0.0..=1.0).contains(&v), "{score}.{key} = {v}");
+            let ci = &r["ci"][key];
+            let (low, high) = (ci["low"].as_f64().unwrap(), ci["high"].as_f64().unwrap());
+            assert!(
+                v.is_finite() && low <= high,
+                "{score}.{key} = {v}, [{low}, {high}]"
+            );
+            if key == "auroc" {
+                assert!(
+                    low <= v && v <= high,
+                    "{score}.auroc = {v} outside [{low}, {high}]"
+                );
+            }
         }
     }
     assert_eq!(sets[1]["verdict_ood_rate"], 1.0);

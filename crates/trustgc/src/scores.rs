@@ -24,7 +24,7 @@ use image::DynamicImage;
 use serde::Serialize;
 use trustgc_core::input::InputSpec;
 
-use crate::classifier::Likelihoods;
+use crate::classifier::{Likelihoods, logsumexp};
 use crate::ood::OodStats;
 use crate::preprocess::{Image8, InputError, grayscale_pixels, resize_and_crop, to_rgb_pil};
 
@@ -213,14 +213,6 @@ impl OodScores {
     }
 }
 
-fn logsumexp(v: &[f64]) -> f64 {
-    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !m.is_finite() {
-        return m;
-    }
-    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,11 +240,5 @@ mod tests {
         let (f, n) = (png_bits(&flat), png_bits(&noise));
         assert!(f < 800.0, "{f}");
         assert!(n > 784.0 * 7.0, "{n}");
-    }
-
-    #[test]
-    fn logsumexp_is_stable() {
-        assert!((logsumexp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-12);
-        assert_eq!(logsumexp(&[f64::NEG_INFINITY]), f64::NEG_INFINITY);
     }
 }
