@@ -61,10 +61,14 @@ pub struct PreprocessArgs {
 /// `trustgc fit-ood`.
 #[derive(Args, Debug)]
 pub struct FitOodArgs {
-    /// Folder with labelled in-distribution images as IDX files.
+    /// Labelled in-distribution images: IDX files (grayscale models) or class folders of
+    /// photos named as the model's classes (photo models).
     #[arg(long)]
     data: PathBuf,
-    /// `test` (t10k-*) or `train`.
+    /// Photos: leave out (and report) images that cannot be decoded, instead of failing.
+    #[arg(long)]
+    skip_bad_images: bool,
+    /// IDX data: `test` (t10k-*) or `train`.
     #[arg(long, default_value = "test")]
     split: String,
     /// Fit on this many images (after `--skip`) and measure the false-alarm rate on the
@@ -284,6 +288,60 @@ pub(crate) fn idx_likelihoods<B: burn::tensor::backend::Backend>(
     Ok((results, images))
 }
 
+/// Likelihoods, labels and PNG sizes of labelled images.
+type Scored = (Vec<Likelihoods>, Vec<usize>, Vec<f64>);
+
+/// Likelihoods, labels and PNG sizes (of the 8-bit crops the model sees) of the photos in
+/// the class folders of `data_dir`, whose classes must be the model's.
+fn photo_likelihoods<B: burn::tensor::backend::Backend>(
+    classifier: &Classifier<B>,
+    data_dir: &std::path::Path,
+    skip_bad_images: bool,
+) -> Result<Scored, BoxError> {
+    let config = classifier.config();
+    let spec = config
+        .input
+        .clone()
+        .ok_or("the model has no input representation")?;
+    let photo_spec = trustgc_train::photos::PhotoSpec::from_input(&spec)
+        .ok_or("class folders of photos need a model with an image_net input representation")?;
+    let photos = trustgc_train::photos::PhotoSamples::open(data_dir, photo_spec, skip_bad_images)?;
+    if photos.classes != config.class_names {
+        return Err(format!(
+            "the class folders of {} ({}) are not the model's classes ({})",
+            data_dir.display(),
+            photos.classes.join(", "),
+            config.class_names.join(", ")
+        )
+        .into());
+    }
+    if photos.files.is_empty() {
+        return Err(format!("{} holds no images", data_dir.display()).into());
+    }
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| ProgressBar::new(photos.files.len() as u64));
+    let (mut results, mut labels, mut bits) = (Vec::new(), Vec::new(), Vec::new());
+    for chunk in photos.files.chunks(16) {
+        let images = chunk
+            .iter()
+            .map(|(path, _)| trustgc::preprocess::read_image(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        for image in &images {
+            bits.push(png_bits(&model_pixels(image, &spec)?));
+        }
+        results.extend(classifier.likelihoods_batch(&images)?);
+        labels.extend(chunk.iter().map(|(_, label)| *label));
+        if let Some(bar) = &bar {
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok((results, labels, bits))
+}
+
 struct FitOodTask {
     args: FitOodArgs,
 }
@@ -297,27 +355,40 @@ impl BackendTask for FitOodTask {
         // The statistics in `ood.json` (if any) are being replaced: not read.
         let (config, model) = model_dir::load::<B>(&dir, &device)?;
         let classifier = Classifier::new(config.clone(), model, &device);
-        let (results, images) = idx_likelihoods(&classifier, &args.data, &args.split)?;
-        // The complexity test's PNG sizes, from the 8-bit images the model sees.
-        let spec = config
-            .input
-            .clone()
-            .ok_or("the model has no input representation")?;
-        let complexity_bits: Option<Vec<f64>> = (!args.no_complexity)
-            .then(|| {
-                (0..images.len())
-                    .map(|i| {
-                        let image =
-                            crate::ood_eval::luma_image(images.side, images.side, images.image(i))?;
-                        let pixels = model_pixels(&image, &spec)?;
-                        Ok::<f64, BoxError>(png_bits(&pixels))
+        let (results, labels, complexity_bits) = match &config.input {
+            Some(InputSpec::ImageNet { .. }) => {
+                let (results, labels, bits) =
+                    photo_likelihoods(&classifier, &args.data, args.skip_bad_images)?;
+                (results, labels, (!args.no_complexity).then_some(bits))
+            }
+            _ => {
+                let (results, images) = idx_likelihoods(&classifier, &args.data, &args.split)?;
+                // The complexity test's PNG sizes, from the 8-bit images the model sees.
+                let spec = config
+                    .input
+                    .clone()
+                    .ok_or("the model has no input representation")?;
+                let complexity_bits: Option<Vec<f64>> = (!args.no_complexity)
+                    .then(|| {
+                        (0..images.len())
+                            .map(|i| {
+                                let image = crate::ood_eval::luma_image(
+                                    images.side,
+                                    images.side,
+                                    images.image(i),
+                                )?;
+                                let pixels = model_pixels(&image, &spec)?;
+                                Ok::<f64, BoxError>(png_bits(&pixels))
+                            })
+                            .collect::<Result<Vec<f64>, BoxError>>()
                     })
-                    .collect::<Result<Vec<f64>, BoxError>>()
-            })
-            .transpose()?;
+                    .transpose()?;
+                let labels = (0..images.len()).map(|i| images.label(i)).collect();
+                (results, labels, complexity_bits)
+            }
+        };
         let d = config.total_dims() as f64;
-        let (mut marginal, mut classes, mut posteriors, mut labels) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut marginal, mut classes, mut posteriors) = (Vec::new(), Vec::new(), Vec::new());
         let mut complexity = Vec::new();
         for (i, result) in results.into_iter().enumerate() {
             if let Some(bits) = &complexity_bits {
@@ -330,7 +401,6 @@ impl BackendTask for FitOodTask {
             marginal.push(result.log_marginal / d);
             classes.push(result.class_distances);
             posteriors.push(result.log_posterior);
-            labels.push(images.label(i));
         }
         let start = args.skip.min(labels.len());
         let end = match args.calibrate {

@@ -151,6 +151,10 @@ pub struct TrainConfig {
     /// After training, re-estimate BatchNorm statistics as the average over this many
     /// training batches (0: keep the running averages).
     pub bn_average_batches: usize,
+    /// Train with BatchNorm in eval mode: its running statistics are used and kept (no
+    /// averaging at the end); the flow's weights still train. Fine-tuning's default.
+    #[serde(default)]
+    pub freeze_batch_norm: bool,
 }
 
 impl TrainConfig {
@@ -215,6 +219,7 @@ impl TrainConfig {
             mu_init: MU_INIT,
             mu_conv_init: MU_CONV_INIT,
             bn_average_batches: 200,
+            freeze_batch_norm: false,
         }
     }
 
@@ -234,6 +239,26 @@ impl TrainConfig {
             .input
             .as_ref()
             .map_or(0.0, InputSpec::mean_log_std)
+    }
+
+    /// The config with its data folders made absolute (relative to the current folder;
+    /// links are not resolved).
+    pub fn with_absolute_paths(mut self) -> Self {
+        let absolute = |p: &mut PathBuf| {
+            if let Ok(abs) = std::path::absolute(&*p) {
+                *p = abs;
+            }
+        };
+        match &mut self.data {
+            DataConfig::Idx { dir, .. } => absolute(dir),
+            DataConfig::ImageFolder { train, valid, .. } => {
+                absolute(train);
+                if let Some(valid) = valid {
+                    absolute(valid);
+                }
+            }
+        }
+        self
     }
 
     /// Checks what the types cannot.

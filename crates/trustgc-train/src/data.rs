@@ -345,7 +345,7 @@ pub struct EpochLoader<B: Backend> {
 }
 
 /// SplitMix64, to derive independent 32-bit seeds from tuples.
-fn mix(values: &[u64]) -> u32 {
+pub(crate) fn mix(values: &[u64]) -> u32 {
     let mut z: u64 = 0x9e37_79b9_7f4a_7c15;
     for &v in values {
         z = z.wrapping_add(v).wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -31,6 +31,7 @@ use crate::data::{
     DataError, EpochLoader, GrayscaleSamples, IdxSplit, LabeledImages, LoaderSettings, Samples,
 };
 use crate::photos::{PhotoSamples, PhotoSpec};
+use crate::progress::{ConsolePrinter, ObserverRenderer, ParamCount, ProgressEvent, TrainObserver};
 use crate::recorder::AtomicFileRecorder;
 use crate::resumed::ResumedEpochs;
 use crate::schedule::ScheduledLr;
@@ -87,9 +88,12 @@ pub enum ResumeError {
     /// `train.json` is not a training config.
     #[error("train.json is not a training config")]
     ParseConfig(#[source] serde_json::Error),
-    /// `train.json` differs from the config of this run.
-    #[error("its train.json differs from this run's config")]
-    ConfigDiffers,
+    /// `train.json` differs from the config of this run (other than by more epochs).
+    #[error("its train.json differs from this run's config: {}", differences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    ConfigDiffers {
+        /// Each differing field.
+        differences: Vec<ConfigDifference>,
+    },
     /// There is no complete checkpoint to resume from.
     #[error("it holds no complete checkpoint")]
     NoCheckpoint,
@@ -97,11 +101,86 @@ pub enum ResumeError {
     #[error("it already holds checkpoints; pass --resume to continue, or choose another folder")]
     HasCheckpoints,
     /// The run already trained all its epochs.
-    #[error("it already finished all {epochs} epochs")]
+    #[error("it already finished all {epochs} epochs (pass a larger --epochs to extend it)")]
     Finished {
         /// The epochs of the config.
         epochs: usize,
     },
+}
+
+/// A field whose value in `train.json` differs from the run's config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigDifference {
+    /// The field's path, e.g. `optimizer.lr` or `model.class_names[3]`.
+    pub field: String,
+    /// Its value in `train.json` (JSON; `absent` when missing).
+    pub saved: String,
+    /// Its value in this run's config.
+    pub now: String,
+}
+
+impl std::fmt::Display for ConfigDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {} in train.json but {} now",
+            self.field, self.saved, self.now
+        )
+    }
+}
+
+/// The fields in which two training configs differ (at most 20, with their values).
+pub fn config_differences(saved: &TrainConfig, now: &TrainConfig) -> Vec<ConfigDifference> {
+    fn walk(
+        path: &str,
+        a: Option<&serde_json::Value>,
+        b: Option<&serde_json::Value>,
+        out: &mut Vec<ConfigDifference>,
+    ) {
+        use serde_json::Value;
+        if out.len() >= 20 || a == b {
+            return;
+        }
+        let show = |v: Option<&Value>| v.map_or_else(|| "absent".to_string(), Value::to_string);
+        match (a, b) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for key in keys {
+                    let child = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(&child, x.get(key), y.get(key), out);
+                }
+            }
+            (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    walk(&format!("{path}[{i}]"), Some(p), Some(q), out);
+                }
+            }
+            _ => {
+                let (mut saved, mut now) = (show(a), show(b));
+                for text in [&mut saved, &mut now] {
+                    if text.chars().count() > 80 {
+                        *text = format!("{}...", text.chars().take(77).collect::<String>());
+                    }
+                }
+                out.push(ConfigDifference {
+                    field: path.to_string(),
+                    saved,
+                    now,
+                });
+            }
+        }
+    }
+    let a = serde_json::to_value(saved).expect("a TrainConfig serializes");
+    let b = serde_json::to_value(now).expect("a TrainConfig serializes");
+    let mut out = Vec::new();
+    walk("", Some(&a), Some(&b), &mut out);
+    out
 }
 
 /// What a finished run produced.
@@ -137,8 +216,8 @@ pub fn last_checkpoint(dir: &Path) -> Option<usize> {
 }
 
 /// Indices of the validation and training images: a fixed random subset of
-/// `validation` images is held out.
-fn split_indices(
+/// `validation` images is held out (seeded), then at most `limit` of the rest are used.
+pub fn split_indices(
     count: usize,
     validation: usize,
     limit: Option<usize>,
@@ -247,6 +326,8 @@ pub fn run<B: AutodiffBackend>(
 /// [`run`] on several devices of one backend at once (burn-train's multi-device
 /// strategy: each batch is split across the devices and the optimizer steps on the
 /// first). `devices` must not be empty.
+///
+/// Progress goes to stderr ([`ConsolePrinter`]).
 pub fn run_on_devices<B: AutodiffBackend>(
     config: &TrainConfig,
     dir: &Path,
@@ -254,8 +335,28 @@ pub fn run_on_devices<B: AutodiffBackend>(
     initial: Option<GenerativeClassifier<B>>,
     devices: &[B::Device],
 ) -> Result<RunSummary, TrainError> {
+    let observer = Box::new(ConsolePrinter::new());
+    run_with_observer(config, dir, resume, initial, devices, observer)
+}
+
+/// [`run_on_devices`] reporting its progress to `observer` instead of stderr.
+///
+/// The observer gets a [`ProgressEvent`] at the start (with the parameter count), after
+/// each training and validation batch, at each epoch's end and at the end of training;
+/// see [`crate::progress`].
+pub fn run_with_observer<B: AutodiffBackend>(
+    config: &TrainConfig,
+    dir: &Path,
+    resume: bool,
+    initial: Option<GenerativeClassifier<B>>,
+    devices: &[B::Device],
+    observer: Box<dyn TrainObserver>,
+) -> Result<RunSummary, TrainError> {
     let device = devices.first().ok_or(TrainError::NoDevice)?;
     config.validate()?;
+    // Data paths are stored absolute: a resumed run finds its data from any folder, and
+    // `data` vs `/abs/data` is no difference.
+    let config = &config.clone().with_absolute_paths();
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let config_path = dir.join("train.json");
     let config_json = serde_json::to_string_pretty(config).expect("a TrainConfig serializes");
@@ -268,10 +369,33 @@ pub fn run_on_devices<B: AutodiffBackend>(
             .map_err(|e| resume_error(ResumeError::ReadConfig(e)))?;
         let saved: TrainConfig =
             serde_json::from_str(&saved).map_err(|e| resume_error(ResumeError::ParseConfig(e)))?;
-        if &saved != config {
-            return Err(resume_error(ResumeError::ConfigDiffers));
+        let saved = saved.with_absolute_paths();
+        // More epochs than saved extend the run; anything else must be as saved.
+        let extended = TrainConfig {
+            epochs: config.epochs,
+            ..saved.clone()
+        };
+        if config.epochs < saved.epochs || &extended != config {
+            let mut differences = config_differences(&extended, config);
+            if config.epochs < saved.epochs {
+                differences.insert(
+                    0,
+                    ConfigDifference {
+                        field: "epochs".into(),
+                        saved: saved.epochs.to_string(),
+                        now: format!("{} (fewer epochs cannot be resumed)", config.epochs),
+                    },
+                );
+            }
+            return Err(resume_error(ResumeError::ConfigDiffers { differences }));
         }
-        last_checkpoint(dir).ok_or_else(|| resume_error(ResumeError::NoCheckpoint))?
+        let last = last_checkpoint(dir).ok_or_else(|| resume_error(ResumeError::NoCheckpoint))?;
+        if config.epochs > saved.epochs && last < config.epochs {
+            // Extending: train.json records the new length.
+            trustgc_io::write_file(&config_path, &[], config_json.as_bytes())
+                .map_err(|e| TrainError::Save(SaveError::Write(e)))?;
+        }
+        last
     } else {
         if last_checkpoint(dir).is_some() {
             return Err(resume_error(ResumeError::HasCheckpoints));
@@ -323,6 +447,7 @@ pub fn run_on_devices<B: AutodiffBackend>(
         // A resumed run is past the burn-in, as the reference's `not resume` condition says.
         iteration: Arc::new(AtomicUsize::new(resumed_after * iterations_per_epoch)),
         mu_only: config.mu_only,
+        freeze_batch_norm: config.freeze_batch_norm,
         bits_offset,
     };
     let trainee = Trainee { model, settings };
@@ -391,6 +516,7 @@ pub fn run_on_devices<B: AutodiffBackend>(
                 train_loader,
                 valid_loader,
                 devices,
+                observer,
             )?
         }
         OptimizerConfig::Adam { weight_decay, .. } => {
@@ -412,12 +538,13 @@ pub fn run_on_devices<B: AutodiffBackend>(
                 train_loader,
                 valid_loader,
                 devices,
+                observer,
             )?
         }
     };
 
     let mut model = trained.model;
-    if config.bn_average_batches > 0 && !config.mu_only {
+    if config.bn_average_batches > 0 && !config.mu_only && !config.freeze_batch_norm {
         // Training batches with the training noise, without flips: the statistics the
         // released `.avg` files were re-estimated from.
         let loader = EpochLoader::<B::InnerBackend>::new(
@@ -461,6 +588,7 @@ fn launch<B, O>(
     train_loader: Arc<EpochLoader<B>>,
     valid_loader: Arc<EpochLoader<B::InnerBackend>>,
     devices: &[B::Device],
+    observer: Box<dyn TrainObserver>,
 ) -> Result<Trainee<B::InnerBackend>, TrainError>
 where
     B: AutodiffBackend,
@@ -470,6 +598,16 @@ where
     let csv_path = dir.join("metrics.csv");
     let columns: Vec<&str> = Quantity::ALL.iter().map(|q| q.name()).collect();
     let csv = CsvLogger::open(&csv_path, &columns, resumed_after).map_err(io_error(&csv_path))?;
+    // burn-train's own renderer prints `Debug` dumps of its progress structs, and its
+    // summary the whole model: the observer gets readable events instead.
+    let mut renderer = ObserverRenderer::new(observer, config.batch_size);
+    renderer.emit(&ProgressEvent::Start {
+        first_epoch: resumed_after + 1,
+        epochs: config.epochs,
+        iterations: burn::data::dataloader::DataLoader::num_items(&*train_loader)
+            .div_ceil(config.batch_size.max(1)),
+        params: ParamCount::of(&trainee),
+    });
     let mut training = SupervisedTraining::new(dir, train_loader, valid_loader);
     for quantity in Quantity::ALL {
         training = training
@@ -485,7 +623,7 @@ where
         ))
         .with_metric_logger(ResumedEpochs::new(csv, resumed_after))
         .num_epochs(config.epochs)
-        .summary();
+        .renderer(renderer);
     if resumed_after > 0 {
         training = training.checkpoint(resumed_after);
     }
@@ -497,4 +635,50 @@ where
     }
     let result = training.launch(Learner::new(trainee, optim, schedule));
     Ok(result.model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_differences_name_each_field_with_both_values() {
+        let saved = TrainConfig::fashion_mnist(PathBuf::from("/data"));
+        assert!(config_differences(&saved, &saved).is_empty());
+        let mut now = saved.clone();
+        now.optimizer = OptimizerConfig::Adam {
+            lr: 0.5,
+            weight_decay: 0.0,
+        };
+        now.model.class_names[3] = "Gown".into();
+        now.data = DataConfig::Idx {
+            dir: PathBuf::from("/elsewhere"),
+            validation: 5000,
+            limit: None,
+        };
+        let found: Vec<String> = config_differences(&saved, &now)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                r#"data.dir is "/data" in train.json but "/elsewhere" now"#,
+                r#"model.class_names[3] is "Dress" in train.json but "Gown" now"#,
+                "optimizer.lr is 0.001 in train.json but 0.5 now",
+            ]
+        );
+    }
+
+    #[test]
+    fn relative_data_paths_become_absolute() {
+        let config = TrainConfig::fashion_mnist(PathBuf::from("some/data")).with_absolute_paths();
+        match config.data {
+            DataConfig::Idx { dir, .. } => {
+                assert!(dir.is_absolute());
+                assert!(dir.ends_with("some/data"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

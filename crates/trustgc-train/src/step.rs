@@ -39,6 +39,9 @@ pub struct StepSettings {
     pub iteration: Arc<AtomicUsize>,
     /// Keep the flow in eval mode and out of the gradient (fine-tune the class means only).
     pub mu_only: bool,
+    /// BatchNorm in eval mode (its running statistics, which stay as they are) while the
+    /// flow's weights train: the usual choice for fine-tuning with small batches.
+    pub freeze_batch_norm: bool,
     /// `(0.5·ln 2π + ln(classes)/D + ln 255 + mean ln std) `: added to `nll_joint` and
     /// divided by ln 2 gives bits per dimension on the 8-bit pixel scale.
     pub bits_offset: f64,
@@ -350,7 +353,11 @@ impl<B: AutodiffBackend> TrainStep for Trainee<B> {
 
     fn step(&self, batch: GcBatch<B>) -> TrainOutput<GcStepOutput<B>> {
         let s = &self.settings;
-        let mode = if s.mu_only { Mode::Eval } else { Mode::Train };
+        let mode = if s.mu_only || s.freeze_batch_norm {
+            Mode::Eval
+        } else {
+            Mode::Train
+        };
         let out = self.model.forward(batch.x, mode);
         let losses = out.losses(batch.targets);
         let loss = losses.objective(s.beta);

@@ -97,6 +97,7 @@ fn trainer_step_gradients_match_the_reference() {
         burn_in_factor: 0.05,
         iteration: Arc::new(AtomicUsize::new(0)),
         mu_only: false,
+        freeze_batch_norm: false,
         bits_offset: 0.0,
     };
     let trainee = Trainee { model, settings };

@@ -123,8 +123,3 @@ pub use weights::{KeyReport, LoadError, SaveError, ShapeMismatch};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub use trustgc_core::GenerativeClassifier;
-
-/// Compiles the README's Rust examples as doctests (without rendering them here).
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;
