@@ -43,6 +43,14 @@ pub type Cpu = burn::backend::Flex;
 #[cfg(all(feature = "flex", feature = "autodiff"))]
 pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
 
+/// The CPU backend with autodiff and gradient checkpointing (see
+/// [`run_on_autodiff_checkpointed`]).
+#[cfg(all(feature = "flex", feature = "autodiff"))]
+pub type CpuAutodiffCheckpointed = burn::backend::Autodiff<
+    Cpu,
+    burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
+>;
+
 /// The wgpu backend.
 #[cfg(feature = "wgpu")]
 pub type Wgpu = burn::backend::Wgpu;
@@ -227,6 +235,35 @@ pub fn run_on_autodiff<T: AutodiffTask>(
     specs: &[DeviceSpec],
     task: T,
 ) -> Result<T::Output, DeviceError> {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    run_on_autodiff_with::<NoCheckpointing, T>(specs, task)
+}
+
+/// [`run_on_autodiff`] with burn's gradient checkpointing
+/// (`Autodiff<B, BalancedCheckpointing>`): the outputs of operations burn marks as memory
+/// bound (element-wise operations, activations, reshapes, slices) are not kept for the
+/// backward pass but recomputed from their inputs when it needs them; those of compute
+/// bound operations (convolutions, matrix products, reductions) are kept. It trades
+/// recomputation for a smaller activation memory; gradients are the same.
+///
+/// # Errors
+/// As [`run_on_autodiff`].
+#[cfg(feature = "autodiff")]
+pub fn run_on_autodiff_checkpointed<T: AutodiffTask>(
+    specs: &[DeviceSpec],
+    task: T,
+) -> Result<T::Output, DeviceError> {
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    run_on_autodiff_with::<BalancedCheckpointing, T>(specs, task)
+}
+
+/// [`run_on_autodiff`] with the checkpointing strategy `C`.
+#[cfg(feature = "autodiff")]
+fn run_on_autodiff_with<C, T>(specs: &[DeviceSpec], task: T) -> Result<T::Output, DeviceError>
+where
+    C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy,
+    T: AutodiffTask,
+{
     use burn::backend::Autodiff;
     let Some(first) = specs.first() else {
         return Err(DeviceError::Unknown {
@@ -249,7 +286,11 @@ pub fn run_on_autodiff<T: AutodiffTask>(
         DeviceSpec::Cpu => {
             #[cfg(feature = "flex")]
             {
-                Ok(task.run::<Autodiff<Cpu>>(specs.iter().map(|_| Default::default()).collect()))
+                Ok(
+                    task.run::<Autodiff<Cpu, C>>(
+                        specs.iter().map(|_| Default::default()).collect(),
+                    ),
+                )
             }
             #[cfg(not(feature = "flex"))]
             {
@@ -276,7 +317,7 @@ pub fn run_on_autodiff<T: AutodiffTask>(
                     probe::<Wgpu>(spec, &device)?;
                     devices.push(device);
                 }
-                Ok(task.run::<Autodiff<Wgpu>>(devices))
+                Ok(task.run::<Autodiff<Wgpu, C>>(devices))
             }
             #[cfg(not(feature = "wgpu"))]
             {
@@ -299,7 +340,7 @@ pub fn run_on_autodiff<T: AutodiffTask>(
                     probe::<Cuda>(spec, &device)?;
                     devices.push(device);
                 }
-                Ok(task.run::<Autodiff<Cuda>>(devices))
+                Ok(task.run::<Autodiff<Cuda, C>>(devices))
             }
             #[cfg(not(feature = "cuda"))]
             {
@@ -378,6 +419,45 @@ mod tests {
         assert!(matches!(err, DeviceError::Mixed { .. }));
         #[cfg(feature = "flex")]
         assert_eq!(run_on_autodiff(&[DeviceSpec::Cpu], Nothing).unwrap(), 1);
+    }
+
+    #[cfg(all(feature = "autodiff", feature = "flex"))]
+    #[test]
+    fn checkpointing_gives_the_same_gradients() {
+        use burn::tensor::{Tensor, TensorData};
+        /// d/dx of Σ relu(x·w)·exp(x) + (x·w)² for a fixed x, w: a chain of memory-bound
+        /// operations (recomputed when checkpointed) around a matrix product.
+        struct Gradient;
+        impl AutodiffTask for Gradient {
+            type Output = Vec<f32>;
+            fn run<B: burn::tensor::backend::AutodiffBackend>(
+                self,
+                devices: Vec<B::Device>,
+            ) -> Vec<f32> {
+                let device = &devices[0];
+                let values: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 3.0).collect();
+                let x = Tensor::<B, 2>::from_data(TensorData::new(values.clone(), [3, 4]), device)
+                    .require_grad();
+                let w =
+                    Tensor::<B, 2>::from_data(TensorData::new(values, [4, 3]), device).transpose();
+                let y = x.clone().mul(w);
+                let z = burn::tensor::activation::relu(y.clone())
+                    .mul(x.clone().exp())
+                    .add(y.clone().matmul(y.transpose()).sum().unsqueeze());
+                let grads = z.sum().backward();
+                x.grad(&grads)
+                    .unwrap()
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec()
+                    .unwrap()
+            }
+        }
+        let plain = run_on_autodiff(&[DeviceSpec::Cpu], Gradient).unwrap();
+        let checkpointed = run_on_autodiff_checkpointed(&[DeviceSpec::Cpu], Gradient).unwrap();
+        assert_eq!(plain.len(), 12);
+        assert!(plain.iter().any(|g| *g != 0.0));
+        assert_eq!(plain, checkpointed);
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -1,5 +1,6 @@
 //! `trustgc`: the command line of trustgc.
 
+mod bench;
 mod calibrate;
 mod classify;
 mod convert;
@@ -45,6 +46,9 @@ enum Command {
     /// Fit a temperature on the posteriors (on a validation split), measure the
     /// calibration before and after on held-out images, and store it in the model folder.
     Calibrate(calibrate::CalibrateArgs),
+    /// Time the likelihoods (or, with `--train`, a training step) of a model or of an
+    /// architecture with random weights: ms/image, images/s, GFLOP/s and peak memory.
+    Bench(bench::BenchArgs),
 }
 
 /// The device named by `--device`, or by `BURN_DEVICE` (default: the CPU).
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => done(convert::convert(args)),
         Command::OodEval(args) => done(ood_eval::ood_eval(args)),
         Command::Calibrate(args) => done(calibrate::calibrate(args)),
+        Command::Bench(args) => done(bench::bench(args)),
     };
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

@@ -40,6 +40,7 @@
 //! ```
 
 pub mod config;
+pub mod flops;
 pub mod flow;
 pub mod head;
 pub mod input;
