@@ -8,7 +8,9 @@ use std::io::IsTerminal;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use trustgc::{GcConfig, GenerativeClassifier};
-use trustgc_backend::{AutodiffTask, BackendTask, DeviceSpec, run_on, run_on_autodiff};
+use trustgc_backend::{
+    AutodiffTask, BackendTask, DeviceSpec, run_on, run_on_autodiff, run_on_autodiff_checkpointed,
+};
 use trustgc_core::input::InputSpec;
 use trustgc_train::config::{BetaSpec, DataConfig, OptimizerConfig, TrainConfig};
 use trustgc_train::data::{GrayscaleSamples, IdxSplit, LabeledImages, Samples};
@@ -66,6 +68,11 @@ pub struct RunOptions {
     /// Use at most this many training images [default: all].
     #[arg(long)]
     limit: Option<usize>,
+    /// Gradient checkpointing (burn's `BalancedCheckpointing`): element-wise results are
+    /// recomputed in the backward pass instead of kept. Same gradients; ImageNet
+    /// architecture, batch 8 on the CPU: peak memory 3.28 GB → 2.41 GB, slower steps.
+    #[arg(long)]
+    checkpointing: bool,
     /// `sgd` (momentum 0.9, the reference's) or `adam` [default: the config's;
     /// fashion-mnist: adam].
     #[arg(long)]
@@ -163,6 +170,11 @@ pub struct FinetuneArgs {
     /// batches are small).
     #[arg(long)]
     train_batch_norm: bool,
+    /// Full runs: gradient checkpointing (burn's `BalancedCheckpointing`): element-wise
+    /// results are recomputed in the backward pass instead of kept. Same gradients;
+    /// ImageNet architecture, batch 8 on the CPU: peak memory 3.28 GB → 2.41 GB.
+    #[arg(long)]
+    checkpointing: bool,
     /// Write no ood.json at the end (by default it is fitted on the held-out images with
     /// the shipped model's rates).
     #[arg(long)]
@@ -323,7 +335,11 @@ pub fn train(args: TrainArgs) -> Result<(), BoxError> {
         out: args.options.out.clone(),
         resume: args.options.resume,
     };
-    let summary = run_on_autodiff(&specs, task)??;
+    let summary = if args.options.checkpointing {
+        run_on_autodiff_checkpointed(&specs, task)??
+    } else {
+        run_on_autodiff(&specs, task)??
+    };
     report(&summary);
     Ok(())
 }
@@ -490,7 +506,11 @@ pub fn finetune(args: FinetuneArgs) -> Result<(), BoxError> {
     if specs.len() > 1 {
         return Err("finetune runs on one device; give one to --device".into());
     }
-    let summary = run_on_autodiff(&specs, FinetuneTask { args })??;
+    let summary = if args.checkpointing {
+        run_on_autodiff_checkpointed(&specs, FinetuneTask { args })??
+    } else {
+        run_on_autodiff(&specs, FinetuneTask { args })??
+    };
     if let Some(seconds) = summary.latent_seconds {
         println!("latents computed in {seconds:.1} s");
     }

@@ -230,7 +230,8 @@ fn new_classes_mu_only_then_full_then_classify() {
     ]));
     assert!(stderr.contains("are not the model's classes"), "{stderr}");
 
-    // A short full fine-tuning from the means-only run: same classes, the head continues.
+    // A short full fine-tuning from the means-only run: same classes, the head continues
+    // (with gradient checkpointing, which gives the same gradients).
     let full = dir.join("full");
     ok(&trustgc(&[
         "finetune",
@@ -246,6 +247,7 @@ fn new_classes_mu_only_then_full_then_classify() {
         "8",
         "--validation",
         "9",
+        "--checkpointing",
     ]));
     assert_eq!(class_names(&full), ["bag", "sneaker", "trouser"]);
     assert_ne!(

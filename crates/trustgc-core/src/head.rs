@@ -136,12 +136,20 @@ impl<B: Backend> GaussianHead<B> {
         let conv = match (&self.mu_t, &self.mu_m, &self.mu_conv) {
             (Some(mu_t), Some(mu_m), _) => {
                 let (mu_t, mu_m) = (mu_t.val(), mu_m.val());
-                let gram = mu_m.clone().matmul(mu_m.transpose());
-                mu_t.clone()
-                    .matmul(gram)
-                    .mul(mu_t)
-                    .sum_dim(1)
-                    .squeeze_dim(1)
+                let [classes, k] = mu_t.dims();
+                if classes < k {
+                    // Fewer classes than the rank (a fine-tuned head): the `classes` rows
+                    // of `mu_conv` cost `classes·k·conv` multiply-adds, the Gram matrix
+                    // `k·k·conv`.
+                    sum_rows(mu_t.matmul(mu_m).square()).squeeze_dim(1)
+                } else {
+                    let gram = mu_m.clone().matmul(mu_m.transpose());
+                    mu_t.clone()
+                        .matmul(gram)
+                        .mul(mu_t)
+                        .sum_dim(1)
+                        .squeeze_dim(1)
+                }
             }
             (_, _, Some(mu_conv)) => sum_rows(mu_conv.val().square()).squeeze_dim(1),
             _ => unreachable!("a head has either mu_t and mu_m or mu_conv"),
@@ -152,9 +160,21 @@ impl<B: Backend> GaussianHead<B> {
     /// `z_conv · mu_conv[y]` for all classes, `[batch, classes]`.
     fn conv_dot(&self, z_conv: Tensor<B, 2>) -> Tensor<B, 2> {
         match (&self.mu_t, &self.mu_m, &self.mu_conv) {
-            (Some(mu_t), Some(mu_m), _) => z_conv
-                .matmul(mu_m.val().transpose())
-                .matmul(mu_t.val().transpose()),
+            (Some(mu_t), Some(mu_m), _) => {
+                let (mu_t, mu_m) = (mu_t.val(), mu_m.val());
+                let [batch, conv] = z_conv.dims();
+                let [classes, k] = mu_t.dims();
+                // Multiply-adds of `(z mu_mᵀ) mu_tᵀ` and of `z (mu_t mu_m)ᵀ`: the cheaper
+                // one is taken (the second only pays off for few classes and large
+                // batches, as when training a fine-tuned head on cached latents).
+                let low_rank = batch * conv * k + batch * k * classes;
+                let rows = classes * k * conv + batch * conv * classes;
+                if rows < low_rank {
+                    z_conv.matmul(mu_t.matmul(mu_m).transpose())
+                } else {
+                    z_conv.matmul(mu_m.transpose()).matmul(mu_t.transpose())
+                }
+            }
             (_, _, Some(mu_conv)) => z_conv.matmul(mu_conv.val().transpose()),
             _ => unreachable!("a head has either mu_t and mu_m or mu_conv"),
         }
@@ -358,5 +378,39 @@ mod tests {
         let v = t.into_data().to_vec::<f32>().unwrap();
         assert!((v[2] - (0.95 + 0.0125)).abs() < 1e-7 && (v[0] - 0.0125).abs() < 1e-7);
         assert!((v[..4].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    /// Distances of a low-rank head by each of its computation paths (few classes or many,
+    /// one sample or a large batch) against `‖z − μ_y‖²` computed directly.
+    #[test]
+    fn low_rank_distances_agree_on_every_path() {
+        let device = Default::default();
+        for (classes, k, batch) in [(3, 8, 1), (3, 8, 64), (12, 4, 1), (12, 4, 64)] {
+            let head = GaussianHeadConfig::new(classes, 6, 40, k)
+                .with_mu_conv_init(0.5)
+                .init::<Flex>(&device);
+            let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
+            let z_fc = Tensor::<Flex, 2>::random([batch, 6], dist, &device);
+            let z_conv = Tensor::<Flex, 2>::random([batch, 40], dist, &device);
+            let got = head.distances(z_fc.clone(), z_conv.clone());
+            let mu_conv = head.materialize_mu_conv();
+            let mut want = Vec::new();
+            for i in 0..batch {
+                let zf = z_fc.clone().slice([i..i + 1, 0..6]);
+                let zc = z_conv.clone().slice([i..i + 1, 0..40]);
+                for y in 0..classes {
+                    let df = zf.clone().sub(head.mu_fc.val().slice([y..y + 1, 0..6]));
+                    let dc = zc.clone().sub(mu_conv.clone().slice([y..y + 1, 0..40]));
+                    want.push(df.square().sum().into_scalar() + dc.square().sum().into_scalar());
+                }
+            }
+            let got = got.into_data().to_vec::<f32>().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "K {classes}, k {k}, batch {batch}: {g} vs {w}"
+                );
+            }
+        }
     }
 }
