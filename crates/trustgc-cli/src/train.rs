@@ -18,6 +18,7 @@ use trustgc_train::eval::{EvalReport, evaluate, ten_crop_accuracy};
 use trustgc_train::finetune::{self, FinetuneEvent, FinetuneOptions, FinetuneSummary};
 use trustgc_train::fit::{RunSummary, TrainError, run_on_devices};
 use trustgc_train::photos::{PhotoSamples, PhotoSpec};
+use trustgc_train::progress::{ConsolePrinter, TrainObserver};
 
 use crate::model_dir;
 
@@ -346,6 +347,7 @@ pub fn train(args: TrainArgs) -> Result<(), BoxError> {
 
 /// Prints fine-tuning events: live bars on a terminal, plain lines when piped.
 struct EventPrinter {
+    training: ConsolePrinter,
     tty: bool,
     bar: Option<ProgressBar>,
     last_tenth: usize,
@@ -354,6 +356,7 @@ struct EventPrinter {
 impl EventPrinter {
     fn new() -> Self {
         Self {
+            training: ConsolePrinter::new(),
             tty: std::io::stderr().is_terminal(),
             bar: None,
             last_tenth: usize::MAX,
@@ -394,6 +397,7 @@ impl EventPrinter {
         match event {
             FinetuneEvent::Latents { done, total } => self.progress("latents", done, total),
             FinetuneEvent::OodImages { done, total } => self.progress("ood fit", done, total),
+            FinetuneEvent::Training(event) => self.training.on_event(&event),
             other => {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();

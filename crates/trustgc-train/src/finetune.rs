@@ -64,10 +64,11 @@ use trustgc_core::{Beta, GcConfig, GenerativeClassifier, Mode};
 
 use crate::config::{BetaSpec, DataConfig, OptimizerConfig, TrainConfig, TrainConfigError};
 use crate::data::{DataError, GrayscaleSamples, IdxSplit, LabeledImages, Samples};
-use crate::fit::{TrainError, run};
+use crate::fit::TrainError;
 use crate::photos::{PhotoSamples, PhotoSpec};
-use crate::progress::ParamCount;
+use crate::progress::{ParamCount, ProgressEvent};
 use crate::schedule::{LrSchedule, ScheduledLr};
+use crate::step::Quantity;
 
 /// Default epochs of a means-only run.
 pub const MU_ONLY_EPOCHS: usize = 30;
@@ -229,7 +230,10 @@ pub enum FinetuneEvent {
         /// Seconds the epoch took.
         seconds: f64,
     },
-    /// Full runs: training starts on burn-train (which reports its own progress).
+    /// Full runs: burn-train's progress (batches, epochs), as the CLI's
+    /// [`ConsolePrinter`](crate::progress::ConsolePrinter) shows it.
+    Training(ProgressEvent),
+    /// Full runs: training starts on burn-train.
     FullTraining {
         /// Epochs (total).
         epochs: usize,
@@ -321,8 +325,59 @@ impl fmt::Display for FinetuneEvent {
             FinetuneEvent::OodImages { done, total } => {
                 write!(f, "out-of-distribution fit {done}/{total}")
             }
+            FinetuneEvent::Training(event) => fmt_progress(f, event),
             FinetuneEvent::Warning(text) => write!(f, "warning: {text}"),
         }
+    }
+}
+
+/// One line for a burn-train progress event.
+fn fmt_progress(f: &mut fmt::Formatter<'_>, event: &ProgressEvent) -> fmt::Result {
+    let means = |m: &crate::progress::MetricMeans| {
+        format!(
+            "loss {:.4}  accuracy {:.2} %",
+            m.get(Quantity::Loss).unwrap_or(f64::NAN),
+            m.get(Quantity::Accuracy).unwrap_or(f64::NAN)
+        )
+    };
+    match event {
+        ProgressEvent::Start {
+            first_epoch,
+            epochs,
+            iterations,
+            params,
+        } => write!(
+            f,
+            "epochs {first_epoch}..{epochs}, {iterations} batches each; model: {} parameters, {} trained",
+            thousands(params.total),
+            thousands(params.trainable)
+        ),
+        ProgressEvent::Train(step) | ProgressEvent::Valid(step) => {
+            let split = if matches!(event, ProgressEvent::Train(_)) {
+                "batch"
+            } else {
+                "validation batch"
+            };
+            write!(
+                f,
+                "epoch {}/{}  {split} {}/{}  {}",
+                step.epoch,
+                step.epochs,
+                step.iteration,
+                step.iterations,
+                means(&step.running)
+            )
+        }
+        ProgressEvent::EpochEnd(end) => write!(
+            f,
+            "epoch {}/{}  {}  | held out: {}  ({:.1} s)",
+            end.epoch,
+            end.epochs,
+            means(&end.train),
+            means(&end.valid),
+            (end.train_time + end.valid_time).as_secs_f64()
+        ),
+        ProgressEvent::End => write!(f, "training done"),
     }
 }
 
@@ -1062,7 +1117,14 @@ pub fn finetune<B: AutodiffBackend>(
             epochs: train_config.epochs,
             resumed_after: 0,
         });
-        run(&train_config, &options.out, false, Some(model), device)?;
+        run_reporting(
+            &train_config,
+            &options.out,
+            false,
+            Some(model),
+            device,
+            on_event,
+        )?;
         let model = trustgc::weights::model_dir::load_model_dir::<B>(&options.out, device)?.1;
         (model, None, train_config.epochs, None)
     };
@@ -1198,7 +1260,7 @@ pub fn resume<B: AutodiffBackend>(
         resumed_after,
     });
     let started = Instant::now();
-    let run_summary = run::<B>(&config, &options.out, true, None, device)?;
+    let run_summary = run_reporting::<B>(&config, &options.out, true, None, device, on_event)?;
     let train_seconds = started.elapsed().as_secs_f64();
     let skip = match &config.data {
         DataConfig::ImageFolder {
@@ -1243,6 +1305,50 @@ pub fn resume<B: AutodiffBackend>(
             ood_false_alarm_rate: None,
         },
         on_event,
+    })
+}
+
+/// [`crate::fit::run_with_observer`] on a scoped thread, its progress handed to
+/// `on_event` on this one (burn-train's observer must be `'static`; `on_event` need not).
+fn run_reporting<B: AutodiffBackend>(
+    config: &TrainConfig,
+    dir: &Path,
+    resume: bool,
+    initial: Option<GenerativeClassifier<B>>,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(FinetuneEvent),
+) -> Result<crate::fit::RunSummary, TrainError> {
+    use std::sync::mpsc::{RecvTimeoutError, channel};
+    let (sender, receiver) = channel::<ProgressEvent>();
+    let observer = move |event: &ProgressEvent| {
+        // The receiver only goes away once training has returned.
+        let _ = sender.send(event.clone());
+    };
+    std::thread::scope(|scope| {
+        let training = scope.spawn(move || {
+            crate::fit::run_with_observer(
+                config,
+                dir,
+                resume,
+                initial,
+                std::slice::from_ref(device),
+                Box::new(observer),
+            )
+        });
+        loop {
+            match receiver.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(event) => on_event(FinetuneEvent::Training(event)),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) if training.is_finished() => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+        while let Ok(event) = receiver.try_recv() {
+            on_event(FinetuneEvent::Training(event));
+        }
+        training
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
