@@ -158,12 +158,15 @@ fn new_classes_mu_only_then_full_then_classify() {
     let mini = mini_model(&dir);
     let s = |p: &Path| p.to_str().unwrap().to_string();
 
-    // Means only: new classes, cached latents, ood.json at the end.
+    // Means only, from the original checkpoint (converted on the fly): new classes,
+    // cached latents, ood.json at the end.
     let mu = dir.join("mu");
     let run = trustgc(&[
         "finetune",
         "--from",
-        &s(&mini),
+        golden("mini/mini.avg.pt").to_str().unwrap(),
+        "--config",
+        &s(&dir.join("mini.json")),
         "--data",
         &s(&train),
         "--out",
@@ -177,6 +180,12 @@ fn new_classes_mu_only_then_full_then_classify() {
         "3",
     ]);
     ok(&run);
+    let leftovers: Vec<_> = std::fs::read_dir(&mu)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".converting"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         stderr.contains("3 classes (bag, sneaker, trouser)"),
