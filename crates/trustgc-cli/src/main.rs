@@ -4,6 +4,7 @@ mod bench;
 mod calibrate;
 mod classify;
 mod convert;
+mod explain;
 mod infer;
 mod model_dir;
 mod ood_eval;
@@ -49,6 +50,10 @@ enum Command {
     /// Time the likelihoods (or, with `--train`, a training step) of a model or of an
     /// architecture with random weights: ms/image, images/s, GFLOP/s and peak memory.
     Bench(bench::BenchArgs),
+    /// Explain a decision: the margin decomposed over the latent dimensions, a
+    /// counterfactual of another class (by inverting the flow) and its pictures; or, with
+    /// `--prototypes`, a grid of class prototypes and samples.
+    Explain(explain::ExplainArgs),
 }
 
 /// The device named by `--device`, or by `BURN_DEVICE` (default: the CPU).
@@ -95,6 +100,13 @@ fn main() -> ExitCode {
         Command::OodEval(args) => done(ood_eval::ood_eval(args)),
         Command::Calibrate(args) => done(calibrate::calibrate(args)),
         Command::Bench(args) => done(bench::bench(args)),
+        Command::Explain(args) => explain::explain(args).map(|failures| {
+            if failures > 0 {
+                Outcome::SomeFailed
+            } else {
+                Outcome::Done
+            }
+        }),
     };
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

@@ -53,7 +53,7 @@ pub const ROC_THIN: f64 = 1e-3;
 const DEJAVU_SANS: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 /// The family name the embedded font is registered under (plotters' name for
 /// [`plotters::style::FontFamily::SansSerif`]).
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Font sizes, in pixels of the final picture.
 const TITLE_SIZE: u32 = 26;
@@ -238,7 +238,7 @@ fn colour(i: usize) -> RGBColor {
 }
 
 /// Registers the embedded font with plotters, once per process.
-fn register_font() -> Result<(), PlotError> {
+pub(crate) fn register_font() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, DEJAVU_SANS).is_ok()

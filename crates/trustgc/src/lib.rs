@@ -78,6 +78,7 @@
 
 pub mod calibration;
 pub mod classifier;
+pub mod explain;
 pub mod hub;
 pub mod metrics;
 pub mod ood;
