@@ -30,19 +30,7 @@ pub struct ConvertArgs {
 
 /// `trustgc convert`.
 pub fn convert(args: ConvertArgs) -> Result<(), BoxError> {
-    let config = match (&args.config, args.preset.as_deref()) {
-        (Some(file), _) => {
-            let text = trustgc_io::read_text_capped(file, trustgc_io::Cap::JSON)?;
-            GcConfig::from_json(&text).map_err(|source| trustgc::ModelDirError::Config {
-                path: file.clone(),
-                source,
-            })?
-        }
-        (None, Some("imagenet")) | (None, None) => GcConfig::imagenet(),
-        (None, Some(other)) => {
-            return Err(format!("--preset {other}: only `imagenet` is built in").into());
-        }
-    };
+    let config = architecture(args.config.as_deref(), args.preset.as_deref())?;
     trustgc::weights::convert::convert_checkpoint_verified(
         &args.checkpoint,
         &config,
@@ -54,6 +42,27 @@ pub fn convert(args: ConvertArgs) -> Result<(), BoxError> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The architecture of a `.pt` checkpoint: a config.json (`--config`) or a built-in one
+/// (`--preset`, default `imagenet`: the released models).
+pub(crate) fn architecture(
+    config: Option<&std::path::Path>,
+    preset: Option<&str>,
+) -> Result<GcConfig, BoxError> {
+    match (config, preset) {
+        (Some(file), _) => {
+            let text = trustgc_io::read_text_capped(file, trustgc_io::Cap::JSON)?;
+            Ok(
+                GcConfig::from_json(&text).map_err(|source| trustgc::ModelDirError::Config {
+                    path: file.to_path_buf(),
+                    source,
+                })?,
+            )
+        }
+        (None, Some("imagenet")) | (None, None) => Ok(GcConfig::imagenet()),
+        (None, Some(other)) => Err(format!("--preset {other}: only `imagenet` is built in").into()),
+    }
 }
 
 /// `--sha256`: 64 hex digits.

@@ -455,19 +455,8 @@ impl FinetuneTask {
             }
             return Ok(model_dir::resolve(from)?.load::<B>(device)?);
         }
-        let config = match (&self.args.config, self.args.preset.as_deref()) {
-            (Some(file), _) => {
-                let text = trustgc_io::read_text_capped(file, trustgc_io::Cap::JSON)?;
-                GcConfig::from_json(&text).map_err(|source| trustgc::ModelDirError::Config {
-                    path: file.clone(),
-                    source,
-                })?
-            }
-            (None, Some("imagenet")) | (None, None) => GcConfig::imagenet(),
-            (None, Some(other)) => {
-                return Err(format!("--preset {other}: only `imagenet` is built in").into());
-            }
-        };
+        let config =
+            crate::convert::architecture(self.args.config.as_deref(), self.args.preset.as_deref())?;
         // Converted into a scratch folder of the run, loaded, removed.
         std::fs::create_dir_all(&self.args.out)?;
         let scratch = self
