@@ -729,6 +729,7 @@ mod tests {
             Err(PlotError::AurocOutOfRange { .. })
         ));
         assert!(!path.exists());
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -15,10 +15,13 @@ fn trustgc(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
 #[test]
 fn calibrate_fits_measures_and_stores_a_temperature() {
-    let dir = std::env::temp_dir().join(format!("trustgc-calibrate-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = Scratch::new("calibrate", "fit");
     let model = dir.join("model");
     trustgc::Shipped::FashionMnist.write_to(&model).unwrap();
     std::fs::remove_file(model.join("calibration.json")).unwrap();

@@ -25,10 +25,12 @@ fn golden(relative: &str) -> PathBuf {
     path
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trustgc-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
+fn scratch(name: &str) -> Scratch {
+    Scratch::new("cli", name)
 }
 
 fn floats(path: &Path, key: &str) -> Vec<f64> {

@@ -45,11 +45,12 @@ fn golden(relative: &str) -> PathBuf {
     path
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trustgc-ft-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
+fn scratch(name: &str) -> Scratch {
+    Scratch::new("ft", name)
 }
 
 fn subset() -> PathBuf {

@@ -53,11 +53,12 @@ fn golden(relative: &str) -> PathBuf {
     path
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trustgc-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
+fn scratch(name: &str) -> Scratch {
+    Scratch::new("hostile", name)
 }
 
 fn mkfifo(path: &Path) {

@@ -54,6 +54,10 @@ fn subset() -> (Vec<DynamicImage>, Vec<usize>) {
     (decoded, labels.iter().map(|&l| l as usize).collect())
 }
 
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
 #[test]
 fn the_shipped_model_is_small_and_complete() {
     let dir = shipped();
@@ -219,8 +223,7 @@ fn the_readme_demo_classifies_clothing_and_rejects_the_digit() {
 #[test]
 fn the_default_model_needs_no_checkout() {
     // A fresh folder that is not the repository: the shipped model is inside the binary.
-    let dir = std::env::temp_dir().join(format!("trustgc-cwd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("cwd", "default-model");
     let bag = root()
         .join("examples/images/bag.png")
         .canonicalize()

@@ -2,7 +2,7 @@
 //! issue #9: devices, pipes, links, huge files, outputs that are inputs, long names and
 //! the leftovers of killed writers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use trustgc_io::{
@@ -10,11 +10,12 @@ use trustgc_io::{
     partial_path, read_capped, read_text_capped, remove_stale_partials, write_dir, write_file,
 };
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trustgc-io-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
+fn scratch(name: &str) -> Scratch {
+    Scratch::new("io", name)
 }
 
 fn mkfifo(path: &Path) {
@@ -55,7 +56,7 @@ fn devices_pipes_and_folders_are_refused_before_reading() {
         (fifo.as_path(), FileKind::Fifo),
         (Path::new("/dev/zero"), FileKind::CharDevice),
         (link.as_path(), FileKind::CharDevice),
-        (dir.as_path(), FileKind::Directory),
+        (dir.path(), FileKind::Directory),
     ] {
         match read_capped(path, Cap::JSON) {
             Err(ReadError::NotRegular { path: p, kind: k }) => {

@@ -9,12 +9,14 @@ use trustgc_core::{GcConfig, GenerativeClassifier};
 use trustgc_train::finetune::{FinetuneEvent, FinetuneOptions, finetune, resume};
 use trustgc_train::progress::ProgressEvent;
 
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
 type B = Autodiff<Flex>;
 
 /// Three classes of generated photos (bright red, dark blue, striped), 8 each.
-fn folder(name: &str) -> PathBuf {
-    let root = std::env::temp_dir().join(format!("trustgc-ftapi-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+fn folder(root: PathBuf) -> PathBuf {
     for (c, class) in ["bright", "dark", "striped"].iter().enumerate() {
         let dir = root.join(class);
         std::fs::create_dir_all(&dir).unwrap();
@@ -61,13 +63,14 @@ fn tiny() -> GcConfig {
 
 #[test]
 fn finetune_and_resume_report_every_step_to_the_callback() {
-    let data = folder("data");
+    let scratch = Scratch::new("ftapi", "api");
+    let data = folder(scratch.join("data"));
     let device = Default::default();
     let config = tiny();
     let model = GenerativeClassifier::<B>::new(&config, &device).unwrap();
 
     // Means only: new classes, cached latents, one event per epoch.
-    let out = data.with_extension("mu");
+    let out = scratch.join("mu");
     let mut events = Vec::new();
     let options = FinetuneOptions {
         mu_only: true,
@@ -93,7 +96,7 @@ fn finetune_and_resume_report_every_step_to_the_callback() {
 
     // Full fine-tuning from that folder: burn-train's progress reaches the callback.
     let (config, model) = trustgc::weights::model_dir::load_model_dir::<B>(&out, &device).unwrap();
-    let full = data.with_extension("full");
+    let full = scratch.join("full");
     let mut events = Vec::new();
     let options = FinetuneOptions {
         epochs: Some(1),

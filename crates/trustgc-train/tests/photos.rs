@@ -23,10 +23,12 @@ fn spec() -> PhotoSpec {
     }
 }
 
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
 /// Two classes of generated photos (bright, dark), with one broken file.
-fn folder(name: &str) -> PathBuf {
-    let root = std::env::temp_dir().join(format!("trustgc-photos-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+fn folder(root: PathBuf) -> PathBuf {
     for (class, base) in [("bright", 200u8), ("dark", 40u8)] {
         let dir = root.join(class);
         std::fs::create_dir_all(&dir).unwrap();
@@ -54,7 +56,8 @@ fn folder(name: &str) -> PathBuf {
 
 #[test]
 fn unreadable_photos_are_reported_or_fatal() {
-    let root = folder("scan");
+    let scratch = Scratch::new("photos", "scan");
+    let root = folder(scratch.join("data"));
     let photos = PhotoSamples::open(&root, spec(), true).unwrap();
     assert_eq!(
         photos.classes,
@@ -83,7 +86,8 @@ fn unreadable_photos_are_reported_or_fatal() {
 
 #[test]
 fn a_tiny_photo_model_trains_and_evaluates() {
-    let root = folder("train");
+    let scratch = Scratch::new("photos", "train");
+    let root = folder(scratch.join("data"));
     let mut config = TrainConfig::fashion_mnist(PathBuf::new());
     config.model = GcConfig {
         input_shape: [3, 32, 32],
@@ -120,7 +124,7 @@ fn a_tiny_photo_model_trains_and_evaluates() {
     };
     config.schedule = LrSchedule::Constant;
     config.bn_average_batches = 2;
-    let out = root.with_extension("run");
+    let out = scratch.join("run");
     run::<Autodiff<Flex>>(&config, &out, false, None, &Default::default()).unwrap();
 
     let device = Default::default();

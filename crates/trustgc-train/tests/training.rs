@@ -19,10 +19,12 @@ fn subset_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fashion-mnist-subset")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trustgc-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
+fn scratch(name: &str) -> Scratch {
+    Scratch::absent("train", name)
 }
 
 fn tiny_config() -> TrainConfig {

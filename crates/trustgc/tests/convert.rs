@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use burn::backend::Flex;
 use burn::tensor::Tensor;
 use common::*;
@@ -22,11 +20,12 @@ fn outputs(model: &GenerativeClassifier<B>) -> Vec<Vec<f64>> {
     vec![host(out.z_fc), host(out.z_conv), host(out.log_det), logits]
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trustgc-convert-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
+fn scratch(name: &str) -> Scratch {
+    Scratch::new("convert", name)
 }
 
 #[test]

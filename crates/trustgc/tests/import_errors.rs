@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::Flex;
 use common::*;
@@ -20,11 +20,13 @@ fn mini_tensors() -> HashMap<String, RawTensor> {
     read_safetensors(&golden_path("mini/mini.safetensors")).unwrap()
 }
 
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::{Scratch, ScratchFile};
+
 /// Writes tensors (as f32, or i64 for integers) to a fresh file in the temp directory.
-fn write(name: &str, tensors: &HashMap<String, RawTensor>) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trustgc-import-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.safetensors"));
+fn write(name: &str, tensors: &HashMap<String, RawTensor>) -> ScratchFile {
+    let path = ScratchFile::new("import-errors", name, &format!("{name}.safetensors"));
     let buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(key, t)| match &t.values {
@@ -217,8 +219,7 @@ fn fixed_tensors_are_checked() {
 fn unreadable_files_are_typed_errors() {
     let missing = std::env::temp_dir().join("trustgc-definitely-missing.safetensors");
     assert!(matches!(load(&missing), Err(LoadError::Io { .. })));
-    let dir = std::env::temp_dir().join(format!("trustgc-import-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("import-errors", "unreadable");
     // Truncated: the header claims more bytes than the file has.
     let bytes = std::fs::read(golden_path("mini/mini.safetensors")).unwrap();
     let truncated = dir.join("truncated.safetensors");

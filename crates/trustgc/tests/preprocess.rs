@@ -181,8 +181,7 @@ fn expect_error(path: &Path) -> trustgc::preprocess::ImageError {
 
 #[test]
 fn bad_files_are_typed_errors_naming_the_path() {
-    let dir = std::env::temp_dir().join(format!("trustgc-preprocess-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("preprocess");
     let missing = dir.join("missing.png");
     let err = expect_error(&missing);
     assert!(
@@ -301,10 +300,12 @@ fn a_region_of_the_resize_equals_that_part_of_the_whole_resize() {
     }
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trustgc-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
+fn scratch_dir(name: &str) -> Scratch {
+    Scratch::new("preprocess", name)
 }
 
 fn encode(image: &image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {

@@ -14,6 +14,10 @@ fn folder() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../weights/fashion-mnist")
 }
 
+#[path = "../../../tests-support/scratch.rs"]
+mod support;
+use support::Scratch;
+
 #[test]
 fn the_embedded_model_is_the_shipped_folder() {
     let dir = folder();
@@ -66,8 +70,8 @@ fn the_shipped_model_classifies_like_the_folder() {
 
 #[test]
 fn written_out_it_opens_as_a_folder() {
-    let dir = std::env::temp_dir().join(format!("trustgc-shipped-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = Scratch::new("shipped", "written-out");
+    let dir = scratch.join("model");
     Shipped::FashionMnist.write_to(&dir).unwrap();
     for name in [
         "config.json",
