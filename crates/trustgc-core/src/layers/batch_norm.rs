@@ -19,7 +19,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::Mode;
-use crate::ops::sum_rows;
+use crate::ops::{
+    centered_channel_affine, channel_affine, channel_squared_deviations, channel_sums,
+};
 
 /// Configuration of a [`BatchNorm2d`].
 #[derive(Config, Debug)]
@@ -97,8 +99,6 @@ impl<B: Backend> BatchNorm2d<B> {
     /// The normalized tensor. In [`Mode::Train`] the batch statistics are used and the
     /// running statistics are updated as PyTorch does.
     pub fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let channels = x.dims()[1];
-        let shape = [1, channels, 1, 1];
         match mode {
             Mode::Eval => {
                 // PyTorch's eval arithmetic: y = x·α + β, α = γ/sqrt(var + ε), β = b − mean·α.
@@ -110,7 +110,7 @@ impl<B: Backend> BatchNorm2d<B> {
                     .recip()
                     .mul(self.weight.val());
                 let beta = self.bias.val().sub(mean.mul(alpha.clone()));
-                x.mul(alpha.reshape(shape)).add(beta.reshape(shape))
+                channel_affine(x, alpha, beta)
             }
             Mode::Train => {
                 // Centered form y = (x − mean)·α + b, so that autodiff forms
@@ -122,22 +122,20 @@ impl<B: Backend> BatchNorm2d<B> {
                     .sqrt()
                     .recip()
                     .mul(self.weight.val());
-                x.sub(mean.reshape(shape))
-                    .mul(alpha.reshape(shape))
-                    .add(self.bias.val().reshape(shape))
+                centered_channel_affine(x, mean, alpha, self.bias.val())
             }
         }
     }
 
     /// Batch mean and biased variance over (N, H, W); updates the running statistics.
+    ///
+    /// Each channel plane of each image is summed with `sum_rows`' blocked accuracy and the
+    /// plane sums are then added, which needs no transposed copy of the batch.
     fn batch_statistics(&self, x: &Tensor<B, 4>) -> (Tensor<B, 1>, Tensor<B, 1>) {
-        let [batch, channels, height, width] = x.dims();
+        let [batch, _, height, width] = x.dims();
         let count = batch * height * width;
-        let flat = x.clone().swap_dims(0, 1).reshape([channels, count]);
-        let mean = sum_rows(flat.clone()).div_scalar(count as f64);
-        let var = sum_rows(flat.sub(mean.clone()).square()).div_scalar(count as f64);
-        let mean = mean.reshape([channels]);
-        let var = var.reshape([channels]);
+        let mean = channel_sums(x.clone()).div_scalar(count as f64);
+        let var = channel_squared_deviations(x.clone(), mean.clone()).div_scalar(count as f64);
 
         // PyTorch refuses a single value per channel in train mode; we keep the biased
         // variance there instead of dividing by zero.

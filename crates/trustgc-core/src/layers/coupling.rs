@@ -31,7 +31,10 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::batch_norm::BatchNorm2d;
 use super::subnet::Subnet;
 use super::{BatchNorms, Invertible, Mode, Traced, flatten_batch};
-use crate::ops::sum_per_sample;
+use crate::ops::{
+    DepthOrder, channel_affine, channel_affine_inverse, contiguous, depth_to_space, space_to_depth,
+    split_channels_contiguous, sum_per_sample,
+};
 
 /// The channel split of every coupling: `(c1, c2) = (C − C/2, C/2)`, the conditioning
 /// half first.
@@ -78,7 +81,7 @@ fn output_forward<B: Backend>(
     act_offset: &Param<Tensor<B, 1>>,
     permutation: &Param<Tensor<B, 1, Int>>,
 ) -> (Tensor<B, 4>, Tensor<B, 1>) {
-    let [_, channels, height, width] = u.dims();
+    let [_, _, height, width] = u.dims();
     let scale = act_norm_scale(act_norm.val());
     let log_det = scale
         .clone()
@@ -86,9 +89,7 @@ fn output_forward<B: Backend>(
         .log()
         .sum()
         .mul_scalar((height * width) as f64);
-    let v = u
-        .mul(scale.reshape([1, channels, 1, 1]))
-        .add(act_offset.val().reshape([1, channels, 1, 1]));
+    let v = channel_affine(u, scale, act_offset.val());
     (v.select(1, permutation.val()), log_det)
 }
 
@@ -99,7 +100,7 @@ fn output_inverse<B: Backend>(
     act_offset: &Param<Tensor<B, 1>>,
     inverse_permutation: &Param<Tensor<B, 1, Int>>,
 ) -> (Tensor<B, 4>, Tensor<B, 1>) {
-    let [_, channels, height, width] = y.dims();
+    let [_, _, height, width] = y.dims();
     let scale = act_norm_scale(act_norm.val());
     let log_det = scale
         .clone()
@@ -108,13 +109,12 @@ fn output_inverse<B: Backend>(
         .sum()
         .mul_scalar(-((height * width) as f64));
     let v = y.select(1, inverse_permutation.val());
-    let u = v
-        .sub(act_offset.val().reshape([1, channels, 1, 1]))
-        .div(scale.reshape([1, channels, 1, 1]));
-    (u, log_det)
+    (channel_affine_inverse(v, scale, act_offset.val()), log_det)
 }
 
-/// `(x[:, :split], x[:, split:])` along channels.
+/// `(x[:, :split], x[:, split:])` along channels, as views (for the subnet and the
+/// concatenation, which copy them once; element-wise work takes
+/// [`split_channels_contiguous`]).
 fn split_at_channel<B: Backend>(x: Tensor<B, 4>, split: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let channels = x.dims()[1];
     (
@@ -132,19 +132,12 @@ fn soft_clamp<B: Backend>(a_s: Tensor<B, 4>, kappa: f64, clamp: f64) -> Tensor<B
 /// `4c + 2r + s` holding pixel `(2i + r, 2j + s)` of channel `c` (the reference's one-hot
 /// `reshape_kernels` applied as a stride-2 grouped convolution).
 pub fn pixel_unshuffle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [batch, channels, height, width] = x.dims();
-    x.reshape([batch, channels, height / 2, 2, width / 2, 2])
-        .permute([0, 1, 3, 5, 2, 4])
-        .reshape([batch, 4 * channels, height / 2, width / 2])
+    space_to_depth(x, DepthOrder::ChannelMajor)
 }
 
 /// Inverse of [`pixel_unshuffle`]: `[B, 4C, H, W] → [B, C, 2H, 2W]`.
 pub fn pixel_shuffle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [batch, channels4, height, width] = x.dims();
-    let channels = channels4 / 4;
-    x.reshape([batch, channels, 2, 2, height, width])
-        .permute([0, 1, 4, 2, 5, 3])
-        .reshape([batch, channels, 2 * height, 2 * width])
+    depth_to_space(x, DepthOrder::ChannelMajor)
 }
 
 /// The one-hot 2x2 kernels `[4c, 1, 2, 2]` the reference stores as `reshape_kernels.K`.
@@ -316,9 +309,12 @@ impl<B: Backend, Net: Subnet<B>> SlowCoupling<B, Net> {
         let (x1, x2) = split_at_channel(x, self.split);
         let c2 = x2.dims()[1];
         let a = self.subnet.forward(x1.clone(), mode);
-        let log_scale = soft_clamp(a.clone().narrow(1, 0, c2), 0.1, self.clamp);
-        let shift = a.clone().narrow(1, c2, c2).mul_scalar(0.1);
-        let y2 = x2.mul(log_scale.clone().exp()).add(shift);
+        let (a_s, a_t) = split_channels_contiguous(a.clone(), c2);
+        let log_scale = soft_clamp(a_s, 0.1, self.clamp);
+        let shift = a_t.mul_scalar(0.1);
+        // exp(log_scale) · x2 is x2 · exp(log_scale), with the fresh buffer on the left so
+        // that the product is formed in place.
+        let y2 = log_scale.clone().exp().mul(contiguous(x2)).add(shift);
         let u = Tensor::cat(vec![x1, y2], 1);
         let (y, output_log_det) =
             output_forward(u, &self.act_norm, &self.act_offset, &self.permutation);
@@ -359,9 +355,10 @@ impl<B: Backend, Net: Subnet<B>> Invertible<B, 4, 4> for SlowCoupling<B, Net> {
         let (x1, y2) = split_at_channel(u, self.split);
         let c2 = y2.dims()[1];
         let a = self.subnet.forward(x1.clone(), mode);
-        let log_scale = soft_clamp(a.clone().narrow(1, 0, c2), 0.1, self.clamp);
-        let shift = a.narrow(1, c2, c2).mul_scalar(0.1);
-        let x2 = y2.sub(shift).mul(log_scale.clone().neg().exp());
+        let (a_s, a_t) = split_channels_contiguous(a, c2);
+        let log_scale = soft_clamp(a_s, 0.1, self.clamp);
+        let shift = a_t.mul_scalar(0.1);
+        let x2 = contiguous(y2).sub(shift).mul(log_scale.clone().neg().exp());
         let x = Tensor::cat(vec![x1, x2], 1);
         (x, sum_per_sample(log_scale).neg().add(output_log_det))
     }
@@ -389,7 +386,7 @@ pub struct DownCoupling<B: Backend, NetHi: Module<B>, NetLo: Module<B>> {
     /// Its inverse (the reference's `w_inv`).
     pub inverse_permutation: Param<Tensor<B, 1, Int>>,
     /// The reference's one-hot unshuffle kernels for the `x1` stream, `[4·c1, 1, 2, 2]`
-    /// (fixed; the computation uses the equivalent reshape).
+    /// (fixed; the computation moves the pixels with [`space_to_depth`] instead).
     pub unshuffle_kernels_1: Param<Tensor<B, 4>>,
     /// The same for the `x2` stream, `[4·c2, 1, 2, 2]`.
     pub unshuffle_kernels_2: Param<Tensor<B, 4>>,
@@ -410,16 +407,14 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> DownCoupling<B, NetHi, NetL
         let (c1, c2) = (x1.dims()[1], x2.dims()[1]);
 
         let a1 = self.subnet_strided.forward(x1.clone(), mode);
-        let log_scale1 = soft_clamp(a1.clone().narrow(1, 0, 4 * c2), 0.2, self.clamp);
-        let y2 = pixel_unshuffle(x2)
-            .mul(log_scale1.clone().exp())
-            .add(a1.clone().narrow(1, 4 * c2, 4 * c2));
+        let (a1_s, a1_t) = split_channels_contiguous(a1.clone(), 4 * c2);
+        let log_scale1 = soft_clamp(a1_s, 0.2, self.clamp);
+        let y2 = pixel_unshuffle(x2).mul(log_scale1.clone().exp()).add(a1_t);
 
         let a2 = self.subnet_low_res.forward(y2.clone(), mode);
-        let log_scale2 = soft_clamp(a2.clone().narrow(1, 0, 4 * c1), 0.2, self.clamp);
-        let y1 = pixel_unshuffle(x1)
-            .mul(log_scale2.clone().exp())
-            .add(a2.clone().narrow(1, 4 * c1, 4 * c1));
+        let (a2_s, a2_t) = split_channels_contiguous(a2.clone(), 4 * c1);
+        let log_scale2 = soft_clamp(a2_s, 0.2, self.clamp);
+        let y1 = pixel_unshuffle(x1).mul(log_scale2.clone().exp()).add(a2_t);
 
         let u = Tensor::cat(vec![y1, y2], 1);
         let (y, output_log_det) =
@@ -464,22 +459,17 @@ impl<B: Backend, NetHi: Subnet<B>, NetLo: Subnet<B>> Invertible<B, 4, 4>
             &self.act_offset,
             &self.inverse_permutation,
         );
-        let y1 = u.clone().narrow(1, 0, 4 * c1);
-        let y2 = u.narrow(1, 4 * c1, 4 * c2);
+        let (y1, y2) = split_channels_contiguous(u, 4 * c1);
 
         let a2 = self.subnet_low_res.forward(y2.clone(), mode);
-        let log_scale2 = soft_clamp(a2.clone().narrow(1, 0, 4 * c1), 0.2, self.clamp);
-        let x1 = pixel_shuffle(
-            y1.sub(a2.narrow(1, 4 * c1, 4 * c1))
-                .mul(log_scale2.clone().neg().exp()),
-        );
+        let (a2_s, a2_t) = split_channels_contiguous(a2, 4 * c1);
+        let log_scale2 = soft_clamp(a2_s, 0.2, self.clamp);
+        let x1 = pixel_shuffle(y1.sub(a2_t).mul(log_scale2.clone().neg().exp()));
 
         let a1 = self.subnet_strided.forward(x1.clone(), mode);
-        let log_scale1 = soft_clamp(a1.clone().narrow(1, 0, 4 * c2), 0.2, self.clamp);
-        let x2 = pixel_shuffle(
-            y2.sub(a1.narrow(1, 4 * c2, 4 * c2))
-                .mul(log_scale1.clone().neg().exp()),
-        );
+        let (a1_s, a1_t) = split_channels_contiguous(a1, 4 * c2);
+        let log_scale1 = soft_clamp(a1_s, 0.2, self.clamp);
+        let x2 = pixel_shuffle(y2.sub(a1_t).mul(log_scale1.clone().neg().exp()));
 
         let log_det = sum_per_sample(log_scale2)
             .add(sum_per_sample(log_scale1))

@@ -21,8 +21,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::batch_norm::BatchNorm2d;
-use super::coupling::{pixel_shuffle, pixel_unshuffle};
 use super::{BatchNorms, Invertible, Mode};
+use crate::ops::{DepthOrder, contiguous, depth_to_space, space_to_depth};
 
 /// The four 2x2 Haar kernels, `[k][row][col]`.
 pub const HAAR_KERNELS: [[[f32; 2]; 2]; 4] = [
@@ -98,10 +98,10 @@ impl<B: Backend> Invertible<B, 4, 4> for HaarDownsampling<B> {
     /// `(y, log_det)`.
     fn forward(&self, x: Tensor<B, 4>, _mode: Mode) -> (Tensor<B, 4>, Tensor<B, 1>) {
         let [batch, channels, height, width] = x.dims();
-        let (h2, w2) = (height / 2, width / 2);
         let (device, dtype) = (x.device(), x.dtype());
-        let u = pixel_unshuffle(x).reshape([batch, channels, 4, h2, w2]);
-        let pick = |k: usize| u.clone().narrow(2, k, 1);
+        // [B, 4C, H/2, W/2] with the pixel (r, s) of each 2x2 block in channels (2r + s)·C + c.
+        let u = space_to_depth(x, DepthOrder::PositionMajor);
+        let pick = |k: usize| contiguous(u.clone().narrow(1, k * channels, channels));
         let (a, b, c, d) = (pick(0), pick(1), pick(2), pick(3));
         let (sum_top, sum_bottom) = (a.clone().add(b.clone()), c.clone().add(d.clone()));
         let (diff_top, diff_bottom) = (a.sub(b), c.sub(d));
@@ -109,11 +109,8 @@ impl<B: Backend> Invertible<B, 4, 4> for HaarDownsampling<B> {
         let k1 = diff_top.clone().add(diff_bottom.clone());
         let k2 = sum_top.sub(sum_bottom);
         let k3 = diff_top.sub(diff_bottom);
-        // [B, C, 4, h, w] with k in dim 2 → wavelet-major [B, 4, C, h, w]
-        let y = Tensor::cat(vec![k0, k1, k2, k3], 2)
-            .swap_dims(1, 2)
-            .reshape([batch, 4 * channels, h2, w2])
-            .mul_scalar(0.5 * self.rebalance);
+        // Wavelet-major: output channel k·C + c.
+        let y = Tensor::cat(vec![k0, k1, k2, k3], 1).mul_scalar(0.5 * self.rebalance);
         let log_det = self.log_det_value(channels * height * width);
         (y, Tensor::full([batch], log_det, (&device, dtype)))
     }
@@ -131,11 +128,8 @@ impl<B: Backend> Invertible<B, 4, 4> for HaarDownsampling<B> {
         let channels = channels4 / 4;
         let (device, dtype) = (y.device(), y.dtype());
         let fac_rev = 0.5 / self.rebalance;
-        let k = y
-            .mul_scalar(fac_rev)
-            .reshape([batch, 4, channels, h2, w2])
-            .swap_dims(1, 2);
-        let pick = |i: usize| k.clone().narrow(2, i, 1);
+        let k = y.mul_scalar(fac_rev);
+        let pick = |i: usize| contiguous(k.clone().narrow(1, i * channels, channels));
         let (k0, k1, k2, k3) = (pick(0), pick(1), pick(2), pick(3));
         let (s02, s13) = (k0.clone().add(k2.clone()), k1.clone().add(k3.clone()));
         let (d02, d13) = (k0.sub(k2), k1.sub(k3));
@@ -143,11 +137,11 @@ impl<B: Backend> Invertible<B, 4, 4> for HaarDownsampling<B> {
         let b = s02.sub(s13);
         let c = d02.clone().add(d13.clone());
         let d = d02.sub(d13);
-        let u = Tensor::cat(vec![a, b, c, d], 2).reshape([batch, 4 * channels, h2, w2]);
+        let u = Tensor::cat(vec![a, b, c, d], 1);
         let elements = channels4 * h2 * w2;
         let log_det = elements as f64 / 4.0 * (16f64.ln() + 4.0 * fac_rev.ln());
         (
-            pixel_shuffle(u),
+            depth_to_space(u, DepthOrder::PositionMajor),
             Tensor::full([batch], log_det, (&device, dtype)),
         )
     }

@@ -13,6 +13,7 @@
 //! checkpoint keys.
 
 pub mod batch_norm;
+pub mod conv;
 pub mod coupling;
 pub mod dct;
 pub mod haar;
@@ -21,7 +22,9 @@ pub mod subnet;
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
+
+use crate::ops::index_tensor;
 
 /// How the log-det of [`Invertible::inverse`] relates to that of [`Invertible::forward`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,14 +140,6 @@ pub struct FeaturePermutation<B: Backend> {
     pub permutation: Tensor<B, 1, Int>,
     /// The inverse permutation.
     pub inverse_permutation: Tensor<B, 1, Int>,
-}
-
-fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    let data: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(
-        TensorData::new(data, [indices.len()]).convert::<B::IntElem>(),
-        device,
-    )
 }
 
 impl<B: Backend> Invertible<B, 2, 2> for FeaturePermutation<B> {

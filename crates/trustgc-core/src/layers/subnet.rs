@@ -18,7 +18,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
-use super::{BatchNorms, Mode};
+use super::{BatchNorms, Mode, conv};
 
 /// A network that computes coupling coefficients from the conditioning half.
 pub trait Subnet<B: Backend>: Module<B> {
@@ -179,10 +179,19 @@ impl BottleneckConfig {
 impl<B: Backend> Subnet<B> for Bottleneck<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         let x = relu(self.bn_in.forward(x, mode));
-        let x = relu(self.bn_reduce.forward(self.conv_reduce.forward(x), mode));
-        let x = relu(self.bn_spatial.forward(self.conv_spatial.forward(x), mode));
-        let x = relu(self.bn_expand.forward(self.conv_expand.forward(x), mode));
-        self.conv_out.forward(x)
+        let x = relu(
+            self.bn_reduce
+                .forward(conv::forward(&self.conv_reduce, x), mode),
+        );
+        let x = relu(
+            self.bn_spatial
+                .forward(conv::forward(&self.conv_spatial, x), mode),
+        );
+        let x = relu(
+            self.bn_expand
+                .forward(conv::forward(&self.conv_expand, x), mode),
+        );
+        conv::forward(&self.conv_out, x)
     }
 }
 
@@ -280,9 +289,12 @@ impl EntryNetConfig {
 
 impl<B: Backend> Subnet<B> for EntryStridedNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let x = relu(self.bn_in.forward(self.conv_in.forward(x), mode));
-        let x = relu(self.bn_strided.forward(self.conv_strided.forward(x), mode));
-        self.conv_out.forward(x)
+        let x = relu(self.bn_in.forward(conv::forward(&self.conv_in, x), mode));
+        let x = relu(
+            self.bn_strided
+                .forward(conv::forward(&self.conv_strided, x), mode),
+        );
+        conv::forward(&self.conv_out, x)
     }
 }
 
@@ -300,8 +312,8 @@ pub struct EntryLowResNet<B: Backend> {
 
 impl<B: Backend> Subnet<B> for EntryLowResNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let x = relu(self.bn_in.forward(self.conv_in.forward(x), mode));
-        self.conv_out.forward(x)
+        let x = relu(self.bn_in.forward(conv::forward(&self.conv_in, x), mode));
+        conv::forward(&self.conv_out, x)
     }
 }
 
@@ -346,7 +358,7 @@ impl Conv1x1NetConfig {
 
 impl<B: Backend> Subnet<B> for Conv1x1Net<B> {
     fn forward(&self, x: Tensor<B, 4>, _mode: Mode) -> Tensor<B, 4> {
-        self.conv_out.forward(relu(self.conv_in.forward(x)))
+        conv::forward(&self.conv_out, relu(conv::forward(&self.conv_in, x)))
     }
 }
 
