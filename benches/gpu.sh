@@ -5,6 +5,8 @@
 #   benches/gpu.sh            # probe, build, parity, benches: everything below
 #   benches/gpu.sh probe      # only what the machine has (driver, CUDA libraries, Vulkan)
 #   GPU_BACKENDS=cuda benches/gpu.sh   # skip wgpu
+#   GPU_BACKENDS=cpu GPU_RUNS=1 GPU_WARMUP=0 benches/gpu.sh   # a dry run of every step on
+#                                                             # the CPU (no GPU features)
 #
 # Steps, each logged under $OUT (default gpu-results/) and summed up in summary.md:
 # 1. probe: nvidia-smi, the CUDA driver library, NVRTC, Vulkan ICDs; the backends that
@@ -67,6 +69,7 @@ probe() {
         case "$b" in
             cuda) [ "$cuda_ok" = 1 ] && selected="$selected cuda" ;;
             wgpu) [ "$vulkan_ok" = 1 ] && selected="$selected wgpu" ;;
+            cpu) selected="$selected cpu" ;;
         esac
     done
     say "backends to run:${selected:- none}"
@@ -81,12 +84,14 @@ if [ -z "$selected" ]; then
     say "nothing to run on a GPU here"
     exit 1
 fi
-features=$(echo "$selected" | xargs | tr ' ' ',')
+features=$(echo "$selected" | tr ' ' '\n' | grep -v '^cpu$' | xargs | tr ' ' ',')
+feature_args=()
+[ -n "$features" ] && feature_args=(--features "$features")
 
 # ---- 2. build ----------------------------------------------------------------------
-say "## build ($(stamp)): --features $features"
+say "## build ($(stamp)): ${feature_args[*]:-default features}"
 start=$(date +%s)
-if ! (cd "$repo" && cargo build --release -p trustgc-cli --features "$features" \
+if ! (cd "$repo" && cargo build --release --locked -p trustgc-cli "${feature_args[@]}" \
         --bin trustgc --example device_parity) >"$out/build.log" 2>&1; then
     say "build FAILED, see build.log:"
     tail -n 30 "$out/build.log" | tee -a "$summary"
@@ -94,20 +99,23 @@ if ! (cd "$repo" && cargo build --release -p trustgc-cli --features "$features" 
 fi
 say "built in $(( $(date +%s) - start )) s"
 say ""
-bin="$repo/target/release/trustgc"
-parity="$repo/target/release/examples/device_parity"
+target=${CARGO_TARGET_DIR:-$repo/target}
+bin="$target/release/trustgc"
+parity="$target/release/examples/device_parity"
 
 # ---- 3. parity ---------------------------------------------------------------------
 status=0
 say "## golden parity ($(stamp))"
-for device in cpu $(for b in $selected; do [ "$b" = cuda ] && echo cuda:0 || echo "$b"; done); do
+for device in cpu $(for b in $selected; do
+    case "$b" in cuda) echo cuda:0 ;; cpu) ;; *) echo "$b" ;; esac
+done); do
     say ""
     if "$parity" --device "$device" >"$out/parity-$device.txt" 2>&1; then
-        cat "$out/parity-$device.txt" >>"$summary"
+        tee -a "$summary" <"$out/parity-$device.txt"
     else
         status=1
         say "parity on $device FAILED:"
-        cat "$out/parity-$device.txt" >>"$summary"
+        tee -a "$summary" <"$out/parity-$device.txt"
     fi
 done
 say ""
@@ -124,8 +132,9 @@ import json, sys
 name, path = sys.argv[1], sys.argv[2]
 r = json.load(open(path))
 gf = r.get("gflops_per_s")
+rss = r.get("peak_rss_mb")
 print(f"| {name} | {r['batch']} | {r['ms_per_image']:.2f} | {r['images_per_s']:.1f} | "
-      f"{'' if gf is None else f'{gf:.0f}'} | {r.get('peak_rss_mb') or ''} |")
+      f"{'' if gf is None else f'{gf:.0f}'} | {'' if rss is None else f'{rss:.0f}'} |")
 PY
     else
         status=1
