@@ -7,22 +7,36 @@
 //!   each labelled with its step and what the model says of it;
 //! - `difference.png`: the input, the counterfactual and their difference (a diverging
 //!   colour map with its scale bar);
-//! - `explanation.json`: the margin decomposition and every number of the counterfactual.
+//! - `heatmap.png`: the pixel attributions of the margin (path-integrated gradients from
+//!   the counterfactual to the input, [`trustgc::explain::attribution`]) overlaid on the
+//!   input at the model's input resolution, beside the gradient × input map, each with
+//!   its scale bar;
+//! - `explanation.json`: the margin decomposition and every number of the counterfactual
+//!   and of the attributions.
 //!
 //! With `--prototypes`, `prototypes.png`: a grid of the class prototypes and samples,
 //! labelled with the class names and with what the model says of each picture.
+//!
+//! With `--both-or-neither`, `both-or-neither.png`: for the images given, the top two
+//! class log-likelihoods per dimension against each other, over the band where `log p(x)`
+//! is typical (the range fitted in `ood.json`), each point marked by the model's verdict.
 //!
 //! Pictures are composed on an RGB canvas: the model's images are enlarged with
 //! nearest-neighbour sampling (pixels stay pixels) and pasted; text, frames and the colour
 //! scale are drawn with plotters' bitmap backend and the embedded DejaVu Sans
 //! ([`crate::plots::register_font`]). The difference map uses ColorBrewer's red–blue
 //! diverging scheme ([`colorous::RED_BLUE`]): red where the counterfactual is brighter,
-//! blue where it is darker, white for no change.
+//! blue where it is darker, white for no change. The heatmap uses the same scheme over a
+//! greyed copy of the input: red pixels pull toward the predicted class, blue ones toward
+//! the contrast class.
+//!
+//! The attributions need gradients: the command runs on the autodiff wrapper of the
+//! chosen backend (the explanation itself on the plain backend inside it).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::backend::BitMapBackend;
@@ -32,14 +46,15 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{Color, IntoFont, RGBColor, TextStyle};
 use serde_json::{Value, json};
 use trustgc::explain::{
-    ExplainError, ExplainSettings, Explanation, ModelImage, PrototypeSettings, Recheck,
+    Attribution, AttributionSettings, ExplainError, ExplainSettings, Explanation, ModelImage,
+    PixelMap, PrototypeSettings, Recheck,
 };
 use trustgc::image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use trustgc::image::imageops::{self, FilterType};
 use trustgc::image::{ExtendedColorType, ImageEncoder, RgbImage};
 use trustgc::preprocess::read_image;
 use trustgc::{Classifier, ClassifyError};
-use trustgc_backend::{BackendTask, run_on};
+use trustgc_backend::{AutodiffTask, BackendTask, run_on, run_on_autodiff};
 
 use crate::model_dir;
 use crate::plots::{DrawError, FONT, PlotError, register_font};
@@ -78,10 +93,20 @@ pub struct ExplainArgs {
     /// The largest latent step searched for the 8-bit counterfactual (0: none).
     #[arg(long, default_value_t = 4.0)]
     image_max_step: f64,
+    /// Trapezoid intervals of the path integral of the attributions (`heatmap.png`).
+    #[arg(long, default_value_t = 128)]
+    steps: usize,
+    /// Path points per backward pass of the attributions (memory grows with it).
+    #[arg(long, default_value_t = 16)]
+    attribution_batch: usize,
     /// Draw the class prototypes and samples (`prototypes.png`) instead of explaining
     /// images.
     #[arg(long, conflicts_with = "contrast")]
     prototypes: bool,
+    /// Plot the images' top two class log-likelihoods against the typical range of
+    /// `ood.json` (`both-or-neither.png`) instead of explaining them.
+    #[arg(long, conflicts_with_all = ["contrast", "prototypes"])]
+    both_or_neither: bool,
     /// Samples per class beside the prototype (with `--prototypes`).
     #[arg(long, default_value_t = 4)]
     samples: usize,
@@ -98,6 +123,74 @@ pub struct ExplainArgs {
     /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N` (default: $BURN_DEVICE, else cpu).
     #[arg(long)]
     device: Option<String>,
+}
+
+/// `trustgc prototypes`: the class prototypes and samples as one grid picture.
+#[derive(Args, Debug)]
+pub struct PrototypesArgs {
+    /// A shipped model's name (built into the binary), a model folder, or a released
+    /// model on the hub (`hub:beta_8`).
+    #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
+    model: String,
+    /// The PNG file to write.
+    #[arg(long, default_value = "prototypes.png")]
+    out: PathBuf,
+    /// Samples per class beside the prototype.
+    #[arg(long, default_value_t = 4)]
+    samples: usize,
+    /// Temperature of the samples.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f64,
+    /// Classes to draw (names or indices, comma-separated; default: all, or the first 10
+    /// of a model with more than 20).
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// Seed of the samples' noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N` (default: $BURN_DEVICE, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// What a prototype grid is drawn from, and where it goes.
+struct GridRequest<'a> {
+    model: &'a str,
+    file: PathBuf,
+    samples: usize,
+    temperature: f64,
+    classes: &'a [String],
+    seed: u64,
+}
+
+/// `trustgc prototypes` (the same grid as `trustgc explain --prototypes`, into a file).
+pub fn prototypes_command(args: PrototypesArgs) -> Result<(), BoxError> {
+    let spec = crate::device(&args.device)?;
+    run_on(&spec, PrototypesTask { args })?
+}
+
+struct PrototypesTask {
+    args: PrototypesArgs,
+}
+
+impl BackendTask for PrototypesTask {
+    type Output = Result<(), BoxError>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        let classifier: Classifier<B> = model_dir::resolve(&args.model)?.classifier(&device)?;
+        prototypes(
+            &classifier,
+            &GridRequest {
+                model: &args.model,
+                file: args.out.clone(),
+                samples: args.samples,
+                temperature: args.temperature,
+                classes: &args.classes,
+                seed: args.seed,
+            },
+        )
+    }
 }
 
 /// Why one image could not be explained.
@@ -132,22 +225,37 @@ pub enum ExplainImageError {
 /// `trustgc explain`: returns how many images failed.
 pub fn explain(args: ExplainArgs) -> Result<usize, BoxError> {
     let spec = crate::device(&args.device)?;
-    run_on(&spec, ExplainTask { args })?
+    run_on_autodiff(&[spec], ExplainTask { args })?
 }
 
 struct ExplainTask {
     args: ExplainArgs,
 }
 
-impl BackendTask for ExplainTask {
+impl AutodiffTask for ExplainTask {
     type Output = Result<usize, BoxError>;
 
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+    fn run<A: AutodiffBackend>(self, devices: Vec<A::Device>) -> Self::Output {
         let args = self.args;
-        let classifier: Classifier<B> = model_dir::resolve(&args.model)?.classifier(&device)?;
+        let device = devices.into_iter().next().expect("one device");
+        let classifier: Classifier<A::InnerBackend> =
+            model_dir::resolve(&args.model)?.classifier(&device)?;
         if args.prototypes {
-            prototypes(&classifier, &args)?;
+            prototypes(
+                &classifier,
+                &GridRequest {
+                    model: &args.model,
+                    file: args.out.join("prototypes.png"),
+                    samples: args.samples,
+                    temperature: args.temperature,
+                    classes: &args.classes,
+                    seed: args.seed,
+                },
+            )?;
             return Ok(0);
+        }
+        if args.both_or_neither {
+            return both_or_neither(&classifier, &args);
         }
         let settings = ExplainSettings {
             contrast: args
@@ -160,6 +268,10 @@ impl BackendTask for ExplainTask {
             top_dimensions: args.top,
             image_max_step: args.image_max_step,
             ..ExplainSettings::default()
+        };
+        let attribution = AttributionSettings {
+            steps: args.steps,
+            batch: args.attribution_batch,
         };
         let bar = (args.images.len() > 1 && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(args.images.len() as u64);
@@ -175,7 +287,7 @@ impl BackendTask for ExplainTask {
             if let Some(bar) = &bar {
                 bar.set_message(path.display().to_string());
             }
-            let result = explain_one(&classifier, path, dir, &settings);
+            let result = explain_one::<A>(&classifier, path, dir, &settings, &attribution);
             let report = || match &result {
                 Ok(value) if args.json => println!("{value}"),
                 Ok(value) => print_table(value),
@@ -235,11 +347,12 @@ fn image_dirs(out: &Path, images: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Explains one image file and writes its pictures; returns its JSON object.
-fn explain_one<B: Backend>(
-    classifier: &Classifier<B>,
+fn explain_one<A: AutodiffBackend>(
+    classifier: &Classifier<A::InnerBackend>,
     path: &Path,
     dir: &Path,
     settings: &ExplainSettings,
+    attribution_settings: &AttributionSettings,
 ) -> Result<Value, ExplainImageError> {
     let image = read_image(path).map_err(|e| ExplainError::Classify(e.into()))?;
     let x = classifier
@@ -255,6 +368,16 @@ fn explain_one<B: Backend>(
         })
         .map_err(ExplainError::from)?;
     let explanation = classifier.explain(x.clone(), settings)?;
+    let attribution = classifier.attribute::<A>(x.clone(), &explanation, attribution_settings)?;
+    if attribution.completeness_error() > 1e-2 {
+        eprintln!(
+            "warning: {}: the attributions sum to {:.4} nats but the margin changes by {:.4} ({} steps): raise --steps",
+            path.display(),
+            attribution.sum(),
+            attribution.margin_change(),
+            attribution.steps
+        );
+    }
     let input = classifier.input_images(x)?.remove(0);
     let cf = &explanation.counterfactual;
     let latent_image = classifier.input_images(cf.input.clone())?.remove(0);
@@ -305,7 +428,26 @@ fn explain_one<B: Backend>(
         &files.difference,
         difference_picture(&input, &shown, &difference, &explanation, shown_check),
     )?;
-    let value = explanation_json(path, &explanation, &files, shown_check);
+    let spec = classifier
+        .config()
+        .input
+        .as_ref()
+        .ok_or(ClassifyError::NoInputSpec)
+        .map_err(ExplainError::from)?;
+    let integrated = PixelMap::of(spec, &attribution.integrated)?;
+    let gradient_times_input = PixelMap::of(spec, &attribution.gradient_times_input)?;
+    picture(
+        &files.heatmap,
+        heatmap_picture(
+            &input,
+            &integrated,
+            &gradient_times_input,
+            &attribution,
+            &names,
+        ),
+    )?;
+    let mut value = explanation_json(path, &explanation, &files, shown_check);
+    value["attribution"] = attribution_json(&attribution, &integrated, &files);
     let text = serde_json::to_string_pretty(&value).expect("an explanation serializes");
     trustgc_io::write_file(&files.json, &[path], text.as_bytes())?;
     Ok(value)
@@ -316,6 +458,7 @@ struct Files {
     counterfactual: PathBuf,
     path: PathBuf,
     difference: PathBuf,
+    heatmap: PathBuf,
     json: PathBuf,
 }
 
@@ -325,6 +468,7 @@ impl Files {
             counterfactual: dir.join("counterfactual.png"),
             path: dir.join("path.png"),
             difference: dir.join("difference.png"),
+            heatmap: dir.join("heatmap.png"),
             json: dir.join("explanation.json"),
         }
     }
@@ -411,6 +555,23 @@ fn explanation_json<B: Backend>(
                 }),
             },
         },
+    })
+}
+
+/// The `attribution` object of the JSON output.
+fn attribution_json(attribution: &Attribution, pixels: &PixelMap, files: &Files) -> Value {
+    json!({
+        "sum": attribution.sum(),
+        "margin_change": attribution.margin_change(),
+        "png": files.heatmap.display().to_string(),
+        "completeness_error": attribution.completeness_error(),
+        "steps": attribution.steps,
+        "baseline": attribution.baseline,
+        "margin_input": attribution.margin_input,
+        "margin_baseline": attribution.margin_baseline,
+        "padding": pixels.padding,
+        "largest_pixel": pixels.largest(),
+        "gradient_times_input_sum": attribution.gradient_times_input_sum(),
     })
 }
 
@@ -507,16 +668,28 @@ fn print_table(value: &Value) {
             }
         );
     }
+    let at = &value["attribution"];
+    if !at.is_null() {
+        println!(
+            "  attributions (integrated gradients from the counterfactual, {} steps): Σ = {:.4} nats, m(x) − m(x') = {:.4} (relative error {:.1e}); Σ gradient × input = {:.4}",
+            at["steps"].as_u64().unwrap_or(0),
+            f(&at["sum"]),
+            f(&at["margin_change"]),
+            f(&at["completeness_error"]),
+            f(&at["gradient_times_input_sum"])
+        );
+    }
     println!(
-        "  wrote {}, {}, {}",
+        "  wrote {}, {}, {}, {}",
         s(&cf["png"]),
         s(&cf["path_png"]),
-        s(&cf["difference_png"])
+        s(&cf["difference_png"]),
+        s(&at["png"])
     );
 }
 
-/// `trustgc explain --prototypes`.
-fn prototypes<B: Backend>(classifier: &Classifier<B>, args: &ExplainArgs) -> Result<(), BoxError> {
+/// `trustgc explain --prototypes` and `trustgc prototypes`.
+fn prototypes<B: Backend>(classifier: &Classifier<B>, args: &GridRequest) -> Result<(), BoxError> {
     let n_classes = classifier.config().n_classes;
     let classes = if args.classes.is_empty() {
         if n_classes > 20 {
@@ -583,9 +756,11 @@ fn prototypes<B: Backend>(classifier: &Classifier<B>, args: &ExplainArgs) -> Res
             .to_string(),
     ];
     let png = grid_picture(&title, &columns, &rows)?;
-    std::fs::create_dir_all(&args.out)?;
-    let file = args.out.join("prototypes.png");
-    trustgc_io::write_file(&file, &[], &png)?;
+    if let Some(dir) = args.file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = &args.file;
+    trustgc_io::write_file(file, &[], &png)?;
 
     let agree = |checks: &[Recheck]| checks.iter().filter(|c| c.agrees()).count();
     let n = prototypes.classes.len();
@@ -611,6 +786,250 @@ fn prototypes<B: Backend>(classifier: &Classifier<B>, args: &ExplainArgs) -> Res
     }
     println!("wrote {}", file.display());
     Ok(())
+}
+
+/// How the model judges one image of the "both or neither" plot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Judged {
+    /// Confident in one class.
+    Confident,
+    /// Typical of several classes.
+    Ambiguous,
+    /// Out of distribution.
+    OutOfDistribution,
+    /// No verdict (the model has no `ood.json`).
+    Unjudged,
+}
+
+impl Judged {
+    fn of(verdict: Option<&trustgc::Verdict>) -> Self {
+        match verdict {
+            Some(trustgc::Verdict::Confident { .. }) => Judged::Confident,
+            Some(trustgc::Verdict::Ambiguous { .. }) => Judged::Ambiguous,
+            Some(trustgc::Verdict::OutOfDistribution { .. }) => Judged::OutOfDistribution,
+            None => Judged::Unjudged,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Judged::Confident => "confident (one class)",
+            Judged::Ambiguous => "ambiguous (both)",
+            Judged::OutOfDistribution => "out of distribution (neither)",
+            Judged::Unjudged => "no verdict (no ood.json)",
+        }
+    }
+
+    fn colour(self) -> RGBColor {
+        // Tableau 10: green, orange, red, grey.
+        let c = colorous::TABLEAU10[match self {
+            Judged::Confident => 4,
+            Judged::Ambiguous => 1,
+            Judged::OutOfDistribution => 2,
+            Judged::Unjudged => 9,
+        }];
+        RGBColor(c.r, c.g, c.b)
+    }
+}
+
+/// One image of the "both or neither" plot: its top two class log-likelihoods per
+/// dimension (nats), its label and how the model judged it.
+struct Scored {
+    top: f64,
+    second: f64,
+    label: String,
+    judged: Judged,
+}
+
+/// `trustgc explain --both-or-neither`: returns how many images failed.
+fn both_or_neither<B: Backend>(
+    classifier: &Classifier<B>,
+    args: &ExplainArgs,
+) -> Result<usize, BoxError> {
+    let d = classifier.config().total_dims() as f64;
+    let mut points = Vec::new();
+    let mut failures = 0;
+    for path in &args.images {
+        match classifier.likelihoods_file(path) {
+            Ok(l) => {
+                let mut ll = l.class_log_likelihoods.clone();
+                ll.sort_by(|a, b| b.total_cmp(a));
+                let judged = Judged::of(l.verdict.as_ref());
+                let ranked = l.top_k(2);
+                println!(
+                    "{}: log p(x|{})/D = {:.4}, log p(x|{})/D = {:.4}, log p(x)/D = {:.4} nats: {}",
+                    path.display(),
+                    ranked[0].name,
+                    ranked[0].log_likelihood / d,
+                    ranked[1].name,
+                    ranked[1].log_likelihood / d,
+                    l.log_marginal / d,
+                    l.verdict_text().unwrap_or_else(|| "no verdict".into())
+                );
+                points.push(Scored {
+                    top: ll[0] / d,
+                    second: ll.get(1).copied().unwrap_or(ll[0]) / d,
+                    label: path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    judged,
+                });
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                failures += 1;
+            }
+        }
+    }
+    if points.is_empty() {
+        return Ok(failures);
+    }
+    let band = classifier
+        .ood()
+        .map(|ood| (ood.marginal_low, ood.marginal_high));
+    let png = both_or_neither_picture(
+        &points,
+        band,
+        classifier.config().n_classes,
+        d,
+        &format!("Both or neither: {}", args.model),
+    )?;
+    std::fs::create_dir_all(&args.out)?;
+    let file = args.out.join("both-or-neither.png");
+    trustgc_io::write_file(&file, &[], &png)?;
+    println!("wrote {}", file.display());
+    Ok(failures)
+}
+
+/// The curve `log(p(x|a) + p(x|b)) − log K = D·c` in per-dimension units: the runner-up's
+/// `log p(x|b)/D` at the top class's `u` (`None` past the curve's asymptote, where the
+/// top class alone exceeds `c`). A uniform prior over `K` classes, the others ignored.
+fn typical_curve(u: f64, c: f64, classes: usize, d: f64) -> Option<f64> {
+    let ln_k = (classes as f64).ln();
+    let inside = 1.0 - (d * (u - c) - ln_k).exp();
+    (inside > 0.0).then(|| c + (ln_k + inside.ln()) / d)
+}
+
+/// Draws the "both or neither" scatter plot.
+fn both_or_neither_picture(
+    points: &[Scored],
+    band: Option<(f64, f64)>,
+    classes: usize,
+    d: f64,
+    title: &str,
+) -> Result<Vec<u8>, PlotError> {
+    use plotters::prelude::{ChartBuilder, Circle, LineSeries, PathElement, Polygon, Text};
+    use plotters::style::WHITE;
+    let mut low = points
+        .iter()
+        .map(|p| p.second.min(p.top))
+        .fold(f64::INFINITY, f64::min);
+    let mut high = points
+        .iter()
+        .map(|p| p.top.max(p.second))
+        .fold(f64::NEG_INFINITY, f64::max);
+    if let Some((a, b)) = band {
+        low = low.min(a);
+        high = high.max(b);
+    }
+    let pad = 0.08 * (high - low).max(0.05);
+    let range = (low - pad)..(high + pad);
+    let (width, height) = (860u32, 760u32);
+    compose(width, height, &[], |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, TITLE_SIZE + 2))
+            .margin(MARGIN)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(range.clone(), range.clone())?;
+        chart
+            .configure_mesh()
+            .x_desc("log p(x | top class) / D, nats")
+            .y_desc("log p(x | runner-up) / D, nats")
+            .label_style((FONT, LABEL_SIZE - 2))
+            .axis_desc_style((FONT, LABEL_SIZE))
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(WHITE)
+            .draw()?;
+        if let Some((a, b)) = band {
+            // The band between the curves of log p(x)/D = a and = b, clipped to the plot.
+            let steps = 400;
+            let curve = |c: f64| -> Vec<(f64, f64)> {
+                (0..=steps)
+                    .filter_map(|i| {
+                        let u = range.start + (range.end - range.start) * i as f64 / steps as f64;
+                        typical_curve(u, c, classes, d).map(|v| (u, v.max(range.start)))
+                    })
+                    .collect()
+            };
+            let (lower, upper) = (curve(a), curve(b));
+            let mut outline = upper.clone();
+            if let Some(&(u, _)) = upper.last() {
+                outline.push((u, range.start));
+            }
+            outline.extend(lower.iter().rev().copied());
+            if let Some(&(u, _)) = lower.last() {
+                outline.insert(upper.len() + 1, (u, range.start));
+            }
+            let fill = RGBColor(120, 160, 220);
+            chart
+                .draw_series(std::iter::once(Polygon::new(outline, fill.mix(0.25))))?
+                .label("log p(x)/D in the typical range of ood.json")
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 20, y + 6)], fill.mix(0.4).filled())
+                });
+        }
+        let diagonal = RGBColor(110, 110, 110);
+        chart
+            .draw_series(LineSeries::new(
+                [(range.start, range.start), (range.end, range.end)],
+                diagonal.stroke_width(1),
+            ))?
+            .label("both equally likely (runner-up = top)")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], diagonal.stroke_width(1))
+            });
+        for judged in [
+            Judged::Confident,
+            Judged::Ambiguous,
+            Judged::OutOfDistribution,
+            Judged::Unjudged,
+        ] {
+            let mine: Vec<&Scored> = points.iter().filter(|p| p.judged == judged).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let colour = judged.colour();
+            chart
+                .draw_series(
+                    mine.iter()
+                        .map(|p| Circle::new((p.top, p.second), 5, colour.filled())),
+                )?
+                .label(judged.label())
+                .legend(move |(x, y)| Circle::new((x + 10, y), 5, colour.filled()));
+            // Names for the points that are not simply confident (those crowd the diagonal).
+            chart.draw_series(
+                mine.iter()
+                    .filter(|p| p.judged != Judged::Confident)
+                    .map(|p| {
+                        Text::new(
+                            p.label.clone(),
+                            (p.top, p.second),
+                            text_style(LABEL_SIZE - 4, &INK, Pos::new(HPos::Left, VPos::Bottom)),
+                        )
+                    }),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(plotters::chart::SeriesLabelPosition::UpperLeft)
+            .label_font((FONT, LABEL_SIZE - 2))
+            .background_style(WHITE.mix(0.9))
+            .border_style(FRAME)
+            .draw()?;
+        Ok(())
+    })
 }
 
 /// The caption of a picture whose class should be `check.class`.
@@ -1018,12 +1437,213 @@ fn difference_picture<B: Backend>(
     })
 }
 
+/// A pixel map's colour on the red–blue scale at `scale`: red for `+scale`, blue for
+/// `−scale`.
+fn diverging_colour(v: f64, scale: f64) -> [u8; 3] {
+    let c = colorous::RED_BLUE.eval_continuous((0.5 - 0.5 * v / scale).clamp(0.0, 1.0));
+    [c.r, c.g, c.b]
+}
+
+/// `map` over a greyed copy of `input`, one square of `zoom` pixels per model pixel: the
+/// colour of each value blended in with opacity `|v| / scale`.
+fn overlay(input: &ModelImage, map: &PixelMap, scale: f64, zoom: u32) -> RgbImage {
+    let grey = input.to_image().to_luma8();
+    let small = RgbImage::from_fn(map.width as u32, map.height as u32, |x, y| {
+        let v = map.values[y as usize * map.width + x as usize];
+        let alpha = (v.abs() / scale).clamp(0.0, 1.0);
+        // The image lightened (grey 90..240) so that the colours stay legible on it.
+        let g = 90.0 + 150.0 * f64::from(grey.get_pixel(x, y).0[0]) / 255.0;
+        let c = diverging_colour(v, scale);
+        trustgc::image::Rgb(c.map(|c| ((1.0 - alpha) * g + alpha * f64::from(c)).round() as u8))
+    });
+    imageops::resize(
+        &small,
+        small.width() * zoom,
+        small.height() * zoom,
+        FilterType::Nearest,
+    )
+}
+
+/// A symmetric colour scale for `map`: the 99th percentile of its `|value|` (a few
+/// extreme pixels would otherwise leave the rest colourless; they saturate), rounded up
+/// to 2 significant digits; a tiny positive value for an all-zero map.
+fn symmetric_scale(map: &PixelMap) -> f64 {
+    let mut magnitudes: Vec<f64> = map.values.iter().map(|v| v.abs()).collect();
+    magnitudes.sort_by(f64::total_cmp);
+    let Some(&high) =
+        magnitudes.get((magnitudes.len() * 99 / 100).min(magnitudes.len().max(1) - 1))
+    else {
+        return 1e-12;
+    };
+    if high.is_nan() || high <= 0.0 {
+        return 1e-12;
+    }
+    let unit = 10f64.powf(high.log10().floor() - 1.0);
+    (high / unit).ceil() * unit
+}
+
+/// A scale bar's label: 3 significant digits, signed.
+fn scale_label(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 0.01 && v.abs() < 1000.0 {
+        let decimals = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+        format!("{v:+.decimals$}")
+    } else {
+        format!("{v:+.2e}")
+    }
+}
+
+/// `heatmap.png`: the input, the integrated gradients over it and the gradient × input
+/// map over it, each map with its own scale bar (nats per pixel).
+fn heatmap_picture(
+    input: &ModelImage,
+    integrated: &PixelMap,
+    gradient_times_input: &PixelMap,
+    attribution: &Attribution,
+    name: &dyn Fn(usize) -> String,
+) -> Result<Vec<u8>, PlotError> {
+    let zoom = (224 / input.width.max(1) as u32).max(1);
+    let (w, h) = (input.width as u32 * zoom, input.height as u32 * zoom);
+    let plain = {
+        let rgb = input.to_image().to_rgb8();
+        imageops::resize(&rgb, w, h, FilterType::Nearest)
+    };
+    let scales = [
+        symmetric_scale(integrated),
+        symmetric_scale(gradient_times_input),
+    ];
+    let maps = [
+        overlay(input, integrated, scales[0], zoom),
+        overlay(input, gradient_times_input, scales[1], zoom),
+    ];
+    let bar_w = 96;
+    let panel_w = w + 24;
+    let x0 = [MARGIN, MARGIN + panel_w, MARGIN + 2 * panel_w + bar_w];
+    let (a, b) = (name(attribution.predicted), name(attribution.contrast));
+    let baseline = match attribution.baseline {
+        trustgc::explain::AttributionBaseline::ImageCounterfactual => "the 8-bit counterfactual",
+        trustgc::explain::AttributionBaseline::LatentCounterfactual => {
+            "the latent counterfactual x'"
+        }
+        trustgc::explain::AttributionBaseline::Given => "the given baseline",
+    };
+    let title =
+        format!("Why {a} and not {b}: pixel attributions of the margin log p(x|a) − log p(x|b)");
+    let foot = [
+        format!(
+            "integrated gradients along the straight path from {baseline} to the input, {} steps: \
+             Σ = {:.3} nats = m(x) − m(x') = {:.3} − ({:.3}) (relative error {:.1e})",
+            attribution.steps,
+            attribution.sum(),
+            attribution.margin_input,
+            attribution.margin_baseline,
+            attribution.completeness_error()
+        ),
+        format!(
+            "red: pixels that raise the margin (evidence for {a}); blue: evidence for {b}; \
+             gradient × input = (x − x')·∂m/∂x at the input (Σ = {:.3}, need not add up)",
+            attribution.gradient_times_input_sum()
+        ),
+        format!(
+            "colours saturate at the 99th percentile of |value| (largest: {} and {} nats)",
+            scale_label(integrated.largest()).trim_start_matches('+'),
+            scale_label(gradient_times_input.largest()).trim_start_matches('+'),
+        ),
+    ];
+    let foot_w = foot
+        .iter()
+        .map(|line| text_width(line, LABEL_SIZE - 2))
+        .max()
+        .unwrap_or(0);
+    let title_w = text_width(&title, TITLE_SIZE);
+    let width = (x0[2] + w + bar_w + MARGIN)
+        .max(2 * MARGIN + foot_w)
+        .max(2 * MARGIN + title_w);
+    let top = MARGIN + TITLE + LINE + 8;
+    let foot_top = top + h + 30;
+    let height = foot_top + foot.len() as u32 * LINE + MARGIN;
+    let images = [
+        (&plain, x0[0], top),
+        (&maps[0], x0[1], top),
+        (&maps[1], x0[2], top),
+    ];
+    let headers = [
+        format!("input ({} × {})", input.width, input.height),
+        "integrated gradients".to_string(),
+        "gradient × input".to_string(),
+    ];
+    compose(width, height, &images, |root| {
+        root.draw_text(
+            &title,
+            &text_style(TITLE_SIZE, &INK, Pos::new(HPos::Left, VPos::Top)),
+            (MARGIN as i32, MARGIN as i32),
+        )?;
+        for (i, header) in headers.iter().enumerate() {
+            let x = x0[i] as i32;
+            root.draw_text(
+                header,
+                &text_style(LABEL_SIZE, &INK, Pos::new(HPos::Center, VPos::Top)),
+                (x + w as i32 / 2, (MARGIN + TITLE) as i32),
+            )?;
+            root.draw(&Rectangle::new(
+                [(x - 1, top as i32 - 1), (x + w as i32, (top + h) as i32)],
+                FRAME.stroke_width(1),
+            ))?;
+        }
+        // A scale bar right of each map: +scale (top) to −scale (bottom).
+        for (k, &scale) in scales.iter().enumerate() {
+            let bar_x = (x0[k + 1] + w + 8) as i32;
+            let (bar_top, bar_h) = (top as i32, h as i32);
+            for row in 0..bar_h {
+                let v = scale * (1.0 - 2.0 * f64::from(row) / f64::from(bar_h - 1).max(1.0));
+                let c = diverging_colour(v, scale);
+                root.draw(&Rectangle::new(
+                    [(bar_x, bar_top + row), (bar_x + 14, bar_top + row + 1)],
+                    RGBColor(c[0], c[1], c[2]).filled(),
+                ))?;
+            }
+            root.draw(&Rectangle::new(
+                [(bar_x - 1, bar_top - 1), (bar_x + 15, bar_top + bar_h)],
+                FRAME.stroke_width(1),
+            ))?;
+            for j in 0..=4 {
+                let v = scale * (1.0 - 0.5 * f64::from(j));
+                let y = bar_top + (f64::from(bar_h - 1) * f64::from(j) / 4.0).round() as i32;
+                root.draw(&Rectangle::new(
+                    [(bar_x + 15, y), (bar_x + 19, y + 1)],
+                    INK.filled(),
+                ))?;
+                root.draw_text(
+                    &scale_label(v),
+                    &text_style(LABEL_SIZE - 3, &INK, Pos::new(HPos::Left, VPos::Center)),
+                    (bar_x + 21, y),
+                )?;
+            }
+            root.draw_text(
+                "nats/pixel",
+                &text_style(LABEL_SIZE - 3, &INK, Pos::new(HPos::Left, VPos::Top)),
+                (bar_x - 4, bar_top + bar_h + 6),
+            )?;
+        }
+        for (i, line) in foot.iter().enumerate() {
+            root.draw_text(
+                line,
+                &text_style(LABEL_SIZE - 2, &INK, Pos::new(HPos::Left, VPos::Top)),
+                (MARGIN as i32, (foot_top + i as u32 * LINE) as i32),
+            )?;
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::Flex;
     use trustgc::Shipped;
     use trustgc::image::DynamicImage;
+    use trustgc_backend::CpuAutodiff;
 
     fn decode(png: &[u8]) -> DynamicImage {
         trustgc::image::load_from_memory(png).unwrap()
@@ -1054,11 +1674,39 @@ mod tests {
         let (dir, keep) = out_dir("bag");
         let _ = std::fs::remove_dir_all(&dir);
         let settings = ExplainSettings::default();
-        let value = explain_one(&classifier, &example("bag.png"), &dir, &settings).unwrap();
+        let value = explain_one::<CpuAutodiff>(
+            &classifier,
+            &example("bag.png"),
+            &dir,
+            &settings,
+            &AttributionSettings::default(),
+        )
+        .unwrap();
         assert_eq!(value["predicted"]["name"], "Bag");
-        for key in ["image", "predicted", "contrast", "margin", "counterfactual"] {
+        for key in [
+            "image",
+            "predicted",
+            "contrast",
+            "margin",
+            "counterfactual",
+            "attribution",
+        ] {
             assert!(!value[key].is_null(), "{key}");
         }
+        // The attributions add up to the change of the margin (1 %, the CLI's warning).
+        let at = &value["attribution"];
+        let (sum, change) = (
+            at["sum"].as_f64().unwrap(),
+            at["margin_change"].as_f64().unwrap(),
+        );
+        assert!(
+            (sum - change).abs() <= 1e-2 * change.abs(),
+            "{sum} vs {change}"
+        );
+        assert_eq!(
+            at["png"].as_str().unwrap(),
+            dir.join("heatmap.png").display().to_string()
+        );
         for key in ["class", "posterior", "png"] {
             assert!(
                 !value["counterfactual"][key].is_null(),
@@ -1092,6 +1740,13 @@ mod tests {
         );
         let difference = read("difference.png");
         assert!(difference.width() >= 3 * 112 && difference.height() >= 112);
+        // The input and two maps at the model's 28 × 28 pixels, enlarged 8 times.
+        let heatmap = read("heatmap.png");
+        assert!(
+            heatmap.width() >= 3 * 224 && heatmap.height() >= 224,
+            "{:?}",
+            (heatmap.width(), heatmap.height())
+        );
         let json: Value =
             serde_json::from_slice(&std::fs::read(dir.join("explanation.json")).unwrap()).unwrap();
         assert_eq!(json, value);
@@ -1134,24 +1789,67 @@ mod tests {
     }
 
     #[test]
+    fn the_heatmap_overlays_the_map_on_the_image_at_its_resolution() {
+        let input = ModelImage {
+            width: 28,
+            height: 28,
+            channels: 1,
+            pixels: (0..28 * 28).map(|i| (i % 28) as f32 / 27.0).collect(),
+            padding_max: 0.0,
+        };
+        let mut values = vec![0.0; 28 * 28];
+        values[0] = 2.0;
+        values[1] = -2.0;
+        values[2] = 1.0;
+        let map = PixelMap {
+            width: 28,
+            height: 28,
+            values,
+            padding: 0.0,
+        };
+        let picture = overlay(&input, &map, 2.0, 8);
+        assert_eq!((picture.width(), picture.height()), (224, 224));
+        // Full opacity at ±scale: the ends of the red–blue scale; each model pixel is an
+        // 8 × 8 square.
+        let red = colorous::RED_BLUE.eval_continuous(0.0);
+        let blue = colorous::RED_BLUE.eval_continuous(1.0);
+        assert_eq!(picture.get_pixel(7, 7).0, [red.r, red.g, red.b]);
+        assert_eq!(picture.get_pixel(8, 0).0, [blue.r, blue.g, blue.b]);
+        // Half the scale: half way between the image's grey and the colour.
+        let half = picture.get_pixel(16, 0).0;
+        assert!(half[0] > half[2], "{half:?}");
+        // No attribution: the lightened image, grey.
+        let grey = picture.get_pixel(27 * 8, 8).0;
+        assert!(
+            grey[0] == grey[1] && grey[1] == grey[2] && grey[0] == 240,
+            "{grey:?}"
+        );
+        let dark = picture.get_pixel(3 * 8, 8).0;
+        assert!(dark[0] < grey[0], "{dark:?}");
+        // The scale: the 99th percentile of |value| (199 of 1..=200), rounded up to 2
+        // significant digits; labels with 3.
+        let ramp = PixelMap {
+            width: 20,
+            height: 10,
+            values: (1..=200).map(f64::from).collect(),
+            padding: 0.0,
+        };
+        assert_eq!(symmetric_scale(&ramp), 200.0);
+        assert_eq!(scale_label(0.88), "+0.880");
+        assert_eq!(scale_label(-12.5), "-12.5");
+        assert_eq!(scale_label(-4.4e-3), "-4.40e-3");
+    }
+
+    #[test]
     fn prototypes_grid_names_every_class() {
         let (dir, keep) = out_dir("prototypes");
-        let args = ExplainArgs {
-            images: Vec::new(),
-            model: "fashion-mnist".into(),
-            contrast: None,
-            out: dir.clone(),
-            json: false,
-            target: 0.9,
-            frames: 7,
-            top: 10,
-            image_max_step: 4.0,
-            prototypes: true,
+        let args = GridRequest {
+            model: "fashion-mnist",
+            file: dir.join("prototypes.png"),
             samples: 3,
             temperature: 0.7,
-            classes: Vec::new(),
+            classes: &[],
             seed: 0,
-            device: None,
         };
         let classifier =
             Classifier::<Flex>::shipped(Shipped::FashionMnist, &Default::default()).unwrap();
@@ -1159,8 +1857,9 @@ mod tests {
         let grid = decode(&std::fs::read(dir.join("prototypes.png")).unwrap());
         // 10 rows of 112-pixel pictures, 4 columns.
         assert!(grid.height() >= 10 * 112 && grid.width() >= 4 * 112);
-        let bad = ExplainArgs {
-            classes: vec!["Hat".into()],
+        let hat = ["Hat".to_string()];
+        let bad = GridRequest {
+            classes: &hat,
             ..args
         };
         let err = prototypes(&classifier, &bad).unwrap_err();
@@ -1175,11 +1874,12 @@ mod tests {
         let classifier =
             Classifier::<Flex>::shipped(Shipped::FashionMnist, &Default::default()).unwrap();
         let (dir, _) = out_dir("missing");
-        let err = explain_one(
+        let err = explain_one::<CpuAutodiff>(
             &classifier,
             Path::new("no-such-image.png"),
             &dir,
             &ExplainSettings::default(),
+            &AttributionSettings::default(),
         )
         .unwrap_err();
         assert!(
@@ -1187,6 +1887,74 @@ mod tests {
             "{err}"
         );
         assert!(!dir.join("counterfactual.png").exists());
+    }
+
+    #[test]
+    fn both_or_neither_plots_every_image() {
+        let (dir, keep) = out_dir("both-or-neither");
+        let _ = std::fs::remove_dir_all(&dir);
+        let images: Vec<PathBuf> = ["bag.png", "trouser.png", "chelsea.png"]
+            .iter()
+            .map(|name| example(name))
+            .chain([PathBuf::from("no-such-image.png")])
+            .collect();
+        let args = ExplainArgs::try_parse_from(
+            ["explain", "--both-or-neither", "--out"]
+                .into_iter()
+                .map(String::from)
+                .chain([dir.display().to_string()])
+                .chain(images.iter().map(|p| p.display().to_string())),
+        )
+        .unwrap();
+        let classifier =
+            Classifier::<Flex>::shipped(Shipped::FashionMnist, &Default::default()).unwrap();
+        assert!(classifier.ood().is_some(), "the shipped model has ood.json");
+        let failures = both_or_neither(&classifier, &args).unwrap();
+        assert_eq!(failures, 1, "the missing image");
+        let plot = decode(&std::fs::read(dir.join("both-or-neither.png")).unwrap());
+        assert_eq!((plot.width(), plot.height()), (860, 760));
+        let rgb = plot.to_rgb8();
+        // A point of each verdict drawn (Tableau colours), the band filled.
+        let has = |want: RGBColor| {
+            rgb.pixels().any(|p| {
+                p.0.iter()
+                    .zip([want.0, want.1, want.2])
+                    .all(|(a, b)| a.abs_diff(b) <= 6)
+            })
+        };
+        assert!(has(Judged::Confident.colour()), "a confident point");
+        if !keep {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    /// `ExplainArgs` as clap parses them.
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ExplainArgs,
+    }
+
+    impl ExplainArgs {
+        fn try_parse_from(words: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
+            use clap::Parser;
+            Wrapper::try_parse_from(words).map(|w| w.args)
+        }
+    }
+
+    #[test]
+    fn the_typical_curve_is_where_the_marginal_is_c() {
+        let (c, k, d) = (-2.0, 10, 1024.0);
+        for u in [-2.5, -2.1, -2.0, -1.999] {
+            let v = typical_curve(u, c, k, d).unwrap();
+            // log(e^{Du} + e^{Dv}) − log K = D·c.
+            let (a, b) = (d * u, d * v);
+            let m = a.max(b);
+            let marginal = m + ((a - m).exp() + (b - m).exp()).ln() - (k as f64).ln();
+            assert!((marginal - d * c).abs() < 1e-6, "{u}: {marginal}");
+        }
+        // Past the asymptote the top class alone is above c.
+        assert!(typical_curve(-2.0 + 0.01, c, k, d).is_none());
     }
 
     #[test]

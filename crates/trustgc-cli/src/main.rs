@@ -54,6 +54,9 @@ enum Command {
     /// counterfactual of another class (by inverting the flow) and its pictures; or, with
     /// `--prototypes`, a grid of class prototypes and samples.
     Explain(explain::ExplainArgs),
+    /// Draw the class prototypes f⁻¹(μ_y) and samples f⁻¹(μ_y + τ·ε) as one grid PNG
+    /// (the same grid as `explain --prototypes`).
+    Prototypes(explain::PrototypesArgs),
 }
 
 /// The device named by `--device`, or by `BURN_DEVICE` (default: the CPU).
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::OodEval(args) => done(ood_eval::ood_eval(args)),
         Command::Calibrate(args) => done(calibrate::calibrate(args)),
         Command::Bench(args) => done(bench::bench(args)),
+        Command::Prototypes(args) => done(explain::prototypes_command(args)),
         Command::Explain(args) => explain::explain(args).map(|failures| {
             if failures > 0 {
                 Outcome::SomeFailed

@@ -313,3 +313,56 @@ fn convert_then_infer_equals_infer_on_the_checkpoint() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("already exists"));
 }
+
+#[test]
+fn prototypes_writes_the_grid_where_asked() {
+    let dir = scratch("prototypes");
+    let grid = dir.join("nested/grid.png");
+    let run = trustgc(&[
+        "prototypes",
+        "--out",
+        grid.to_str().unwrap(),
+        "--samples",
+        "1",
+        "--classes",
+        "Bag,Coat",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("prototypes classified as their class"),
+        "{stdout}"
+    );
+    let two_rows = trustgc::image::open(&grid).expect("the grid is a PNG");
+    // One class: one row fewer.
+    let one = dir.join("one.png");
+    let run = trustgc(&[
+        "prototypes",
+        "--out",
+        one.to_str().unwrap(),
+        "--samples",
+        "1",
+        "--classes",
+        "Bag",
+    ]);
+    assert!(run.status.success());
+    let one_row = trustgc::image::open(&one).expect("the grid is a PNG");
+    assert_eq!(two_rows.width(), one_row.width());
+    assert!(two_rows.height() > one_row.height());
+    // A bad class name is an error that names it, and writes nothing.
+    let bad = dir.join("bad.png");
+    let run = trustgc(&[
+        "prototypes",
+        "--out",
+        bad.to_str().unwrap(),
+        "--classes",
+        "Sock",
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("Sock"));
+    assert!(!bad.exists());
+}

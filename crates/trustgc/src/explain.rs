@@ -37,6 +37,9 @@
 //! - **Prototypes.** `f⁻¹(μ_y)` (the whole latent, `z_conv` included, at the class
 //!   mean), and samples `f⁻¹(μ_y + τ·ε)`, `ε ~ N(0, I)` at temperature `τ`
 //!   ([`Classifier::prototypes`]).
+//! - **Attributions.** Path-integrated gradients of `m` from the counterfactual to the
+//!   input, which add up to `m(x) − m(x')`, and their faithfulness measurements
+//!   ([`attribution`], [`Classifier::integrated_gradients`]).
 //!
 //! # Latent groups
 //! The flow of this family has one exit: every latent dimension is a coefficient of the
@@ -89,6 +92,12 @@ use trustgc_core::input::InputSpec;
 use trustgc_core::{GenerativeClassifier, Mode};
 
 use crate::classifier::{Classifier, ClassifyError, Likelihoods};
+
+pub mod attribution;
+
+pub use attribution::{
+    Attribution, AttributionBaseline, AttributionSettings, OrderCurves, PixelMap, area, spearman,
+};
 
 /// Why an explanation could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -689,6 +698,17 @@ pub struct ModelImage {
 }
 
 impl ModelImage {
+    /// An image of `width × height × channels` values all `value` (black: 0).
+    pub fn constant(width: usize, height: usize, channels: usize, value: f32) -> Self {
+        Self {
+            width,
+            height,
+            channels,
+            pixels: vec![value; width * height * channels],
+            padding_max: 0.0,
+        }
+    }
+
     /// Pixels outside `[0, 1]`, counted per value.
     pub fn out_of_range(&self) -> usize {
         self.pixels
