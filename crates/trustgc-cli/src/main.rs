@@ -1,5 +1,6 @@
 //! `trustgc`: the command line of trustgc.
 
+mod attack;
 mod bench;
 mod calibrate;
 mod classify;
@@ -10,6 +11,7 @@ mod model_dir;
 mod ood_eval;
 mod plots;
 mod train;
+mod trust_report;
 
 use std::process::ExitCode;
 
@@ -57,6 +59,12 @@ enum Command {
     /// Draw the class prototypes f⁻¹(μ_y) and samples f⁻¹(μ_y + τ·ε) as one grid PNG
     /// (the same grid as `explain --prototypes`).
     Prototypes(explain::PrototypesArgs),
+    /// Attack a model (FGSM, PGD, adaptive PGD): accuracy under attack, how many attacked
+    /// images the verdict flags, AUROC clean vs attacked.
+    Attack(attack::AttackArgs),
+    /// One report of a model's trust: OoD detection, calibration, attacks and
+    /// corruptions, as report.json, report.md and PNGs.
+    TrustReport(trust_report::TrustReportArgs),
 }
 
 /// The device named by `--device`, or by `BURN_DEVICE` (default: the CPU).
@@ -80,9 +88,22 @@ enum Outcome {
     SomeFailed,
 }
 
+/// Restores the default action of SIGPIPE, which Rust's runtime sets to "ignore": a
+/// closed pipe (`trustgc classify … | head`) then ends the process quietly, as it ends
+/// `cat` or `grep`, instead of making the next `println!` panic with "Broken pipe".
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: `signal` with SIG_DFL installs no handler of ours; it runs first thing in
+    // `main`, before any other thread exists, so no thread can race on the disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The only place that decides the exit status: 0 when done, 3 when some images could
 /// not be classified, 1 on an error (printed with its causes), 2 on bad arguments (clap).
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let done = |result: Result<(), Box<dyn std::error::Error>>| result.map(|()| Outcome::Done);
     let result = match cli.command {
@@ -103,6 +124,8 @@ fn main() -> ExitCode {
         Command::OodEval(args) => done(ood_eval::ood_eval(args)),
         Command::Calibrate(args) => done(calibrate::calibrate(args)),
         Command::Bench(args) => done(bench::bench(args)),
+        Command::Attack(args) => done(attack::attack(args)),
+        Command::TrustReport(args) => done(trust_report::trust_report(args)),
         Command::Prototypes(args) => done(explain::prototypes_command(args)),
         Command::Explain(args) => explain::explain(args).map(|failures| {
             if failures > 0 {

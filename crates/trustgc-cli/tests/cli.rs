@@ -315,6 +315,41 @@ fn convert_then_infer_equals_infer_on_the_checkpoint() {
 }
 
 #[test]
+fn a_closed_pipe_ends_the_process_quietly() {
+    // `trustgc classify … | head -n 1`: the reader goes away after the first line. Rust
+    // ignores SIGPIPE by default, and the next println! would panic with "Broken pipe".
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/images");
+    let mut args = vec!["classify".to_string()];
+    // Enough images that the output outlasts the pipe's buffer once the reader is gone.
+    for _ in 0..400 {
+        args.push(images.join("bag.png").to_str().unwrap().to_string());
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustgc"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty(), "classify printed nothing");
+    // The reader is dropped here: the pipe is closed.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "status {:?}, stderr {stderr}",
+        out.status
+    );
+}
+
+#[test]
 fn prototypes_writes_the_grid_where_asked() {
     let dir = scratch("prototypes");
     let grid = dir.join("nested/grid.png");

@@ -83,6 +83,7 @@ pub mod hub;
 pub mod metrics;
 pub mod ood;
 pub mod preprocess;
+pub mod robustness;
 pub mod scores;
 #[cfg(feature = "shipped")]
 mod shipped;
