@@ -171,20 +171,20 @@ fn idx_images(
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
-/// Image files directly in `dir` (or under it, with `recursive`), sorted.
-fn image_files(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>, SetError> {
-    let list = |path: &Path| {
-        std::fs::read_dir(path).map_err(|source| SetError::List {
-            path: path.to_path_buf(),
-            source,
-        })
+/// Image files directly in `dir` (or under it, with `recursive`; links to folders are not
+/// followed), sorted. A folder or entry that cannot be read is an error, never skipped.
+pub(crate) fn image_files(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>, SetError> {
+    let unreadable = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SetError::List { path, source }
     };
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in list(&dir)?.flatten() {
+        for entry in std::fs::read_dir(&dir).map_err(unreadable(&dir))? {
+            let entry = entry.map_err(unreadable(&dir))?;
             let path = entry.path();
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let is_dir = entry.file_type().map_err(unreadable(&path))?.is_dir();
             if is_dir && recursive {
                 stack.push(path);
             } else if path

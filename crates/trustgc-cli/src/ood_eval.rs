@@ -115,34 +115,6 @@ impl Source {
     }
 }
 
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
-
-/// Image files under `dir`, sorted, recursively (links to folders are not followed).
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>, BoxError> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-            let kind = entry.file_type()?;
-            let path = entry.path();
-            if kind.is_dir() {
-                stack.push(path);
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// Opens `path` as a set: an IDX images file, a folder of IDX files, or a folder of
 /// images.
 fn open_set(path: &Path, split: &str) -> Result<Source, BoxError> {
@@ -164,7 +136,7 @@ fn open_set(path: &Path, split: &str) -> Result<Source, BoxError> {
                 .transpose()?;
             return Ok(Source::Idx(images, labels));
         }
-        let files = image_files(path)?;
+        let files = crate::attack::image_files(path, true)?;
         if files.is_empty() {
             return Err(format!(
                 "{} holds no PNG or JPEG images and no {split} IDX file",

@@ -14,58 +14,21 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::PathBuf;
-
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use common::{golden_path, mini_config, tensor};
+use common::{
+    fashion_mnist_test_images as test_images, mini_classifier as mini,
+    shipped_classifier as shipped, tensor,
+};
 use trustgc::explain::{
     Attribution, AttributionBaseline, AttributionSettings, ExplainError, ExplainSettings,
     ModelImage, OrderCurves, PixelMap, area, spearman,
 };
-use trustgc::image::{DynamicImage, GrayImage};
-use trustgc::weights::reference::load_reference_safetensors;
-use trustgc::{Classifier, GenerativeClassifier, Shipped};
+use trustgc::{Classifier, GenerativeClassifier};
 
 type B = Flex;
 type A = Autodiff<Flex>;
-
-fn shipped() -> Classifier<B> {
-    Classifier::shipped(Shipped::FashionMnist, &Default::default()).unwrap()
-}
-
-fn mini() -> Classifier<B> {
-    let device = Default::default();
-    let config = mini_config();
-    let model =
-        load_reference_safetensors::<B>(&golden_path("mini/mini.safetensors"), &config, &device)
-            .expect("mini.safetensors loads");
-    Classifier::new(config, model, &device)
-}
-
-/// The first `n` Fashion-MNIST test images of the committed subset (held out: the shipped
-/// model was trained on the training split; the subset is the first 200 of the test set).
-fn test_images(n: usize) -> Vec<DynamicImage> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../trustgc-train/tests/data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()) as usize;
-    assert_eq!(word(0), 0x803, "IDX images");
-    let (count, rows, cols) = (word(1), word(2), word(3));
-    assert!(count >= n, "{count} images");
-    (0..n)
-        .map(|i| {
-            let start = 16 + i * rows * cols;
-            let pixels = bytes[start..start + rows * cols].to_vec();
-            DynamicImage::ImageLuma8(GrayImage::from_raw(cols as u32, rows as u32, pixels).unwrap())
-        })
-        .collect()
-}
 
 /// Checks what every attribution must satisfy, and its completeness within `tolerance`.
 fn check(

@@ -6,56 +6,22 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use common::{golden_path, mini_config, tensor};
+use common::{
+    fashion_mnist_test_images as test_images, golden_path, mini_classifier as mini, mini_config,
+    shipped_classifier as shipped, tensor,
+};
 use trustgc::core::input::InputSpec;
 use trustgc::explain::{
     ExplainError, ExplainSettings, LatentGroup, PrototypeSettings, input_to_image,
 };
-use trustgc::image::{DynamicImage, GrayImage};
 use trustgc::weights::reference::load_reference_safetensors;
 use trustgc::{Classifier, ClassifyError, GcConfig, GenerativeClassifier, Mode, Shipped};
 
 type B = Flex;
-
-fn shipped() -> Classifier<B> {
-    Classifier::shipped(Shipped::FashionMnist, &Default::default()).unwrap()
-}
-
-fn mini() -> Classifier<B> {
-    let device = Default::default();
-    let config = mini_config();
-    let model =
-        load_reference_safetensors::<B>(&golden_path("mini/mini.safetensors"), &config, &device)
-            .expect("mini.safetensors loads");
-    Classifier::new(config, model, &device)
-}
-
-/// The first `n` Fashion-MNIST test images of the committed subset (held out: the shipped
-/// model was trained on the training split), as decoded images.
-fn test_images(n: usize) -> Vec<DynamicImage> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../trustgc-train/tests/data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()) as usize;
-    assert_eq!(word(0), 0x803, "IDX images");
-    let (count, rows, cols) = (word(1), word(2), word(3));
-    assert!(count >= n, "{count} images");
-    (0..n)
-        .map(|i| {
-            let start = 16 + i * rows * cols;
-            let pixels = bytes[start..start + rows * cols].to_vec();
-            DynamicImage::ImageLuma8(GrayImage::from_raw(cols as u32, rows as u32, pixels).unwrap())
-        })
-        .collect()
-}
 
 fn host(t: Tensor<B, 2>) -> Vec<f64> {
     t.into_data().convert::<f64>().into_vec::<f64>().unwrap()

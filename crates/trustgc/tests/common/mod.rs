@@ -6,11 +6,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use trustgc::GcConfig;
+use trustgc::image::{DynamicImage, GrayImage};
+use trustgc::weights::reference::load_reference_safetensors;
 use trustgc::weights::safetensors::read_safetensors;
 use trustgc::weights::{Tensor as RawTensor, Values as RawValues};
+use trustgc::{Classifier, GcConfig, Shipped};
 
 /// `../shared/golden` beside the checkout, or `$TRUSTGC_GOLDEN`. Panics (fails the test)
 /// when it is missing: golden tests never skip.
@@ -147,5 +150,43 @@ pub fn integers(relative: &str) -> Vec<usize> {
         .unwrap()
         .split_whitespace()
         .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+/// The shipped Fashion-MNIST model as a classifier on the CPU.
+pub fn shipped_classifier() -> Classifier<Flex> {
+    Classifier::shipped(Shipped::FashionMnist, &Default::default()).unwrap()
+}
+
+/// The golden mini model (ImageNet architecture, random weights) as a classifier.
+pub fn mini_classifier() -> Classifier<Flex> {
+    let device = Default::default();
+    let config = mini_config();
+    let model =
+        load_reference_safetensors::<Flex>(&golden_path("mini/mini.safetensors"), &config, &device)
+            .expect("mini.safetensors loads");
+    Classifier::new(config, model, &device)
+}
+
+/// The first `n` Fashion-MNIST test images of the committed subset (the first 200 of the
+/// test set: held out, the shipped model was trained on the training split), decoded.
+pub fn fashion_mnist_test_images(n: usize) -> Vec<DynamicImage> {
+    use std::io::Read;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../trustgc-train/tests/data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()) as usize;
+    assert_eq!(word(0), 0x803, "IDX images");
+    let (count, rows, cols) = (word(1), word(2), word(3));
+    assert!(count >= n, "{count} images");
+    (0..n)
+        .map(|i| {
+            let start = 16 + i * rows * cols;
+            let pixels = bytes[start..start + rows * cols].to_vec();
+            DynamicImage::ImageLuma8(GrayImage::from_raw(cols as u32, rows as u32, pixels).unwrap())
+        })
         .collect()
 }
