@@ -107,34 +107,18 @@ pub struct ExplainArgs {
     /// `ood.json` (`both-or-neither.png`) instead of explaining them.
     #[arg(long, conflicts_with_all = ["contrast", "prototypes"])]
     both_or_neither: bool,
-    /// Samples per class beside the prototype (with `--prototypes`).
-    #[arg(long, default_value_t = 4)]
-    samples: usize,
-    /// Temperature of the samples (with `--prototypes`).
-    #[arg(long, default_value_t = 0.7)]
-    temperature: f64,
-    /// Classes to draw (names or indices, comma-separated; with `--prototypes`; default:
-    /// all, or the first 10 of a model with more than 20).
-    #[arg(long, value_delimiter = ',')]
-    classes: Vec<String>,
-    /// Seed of the samples' noise (with `--prototypes`).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// What the prototype grid shows (with `--prototypes`).
+    #[command(flatten)]
+    grid: GridArgs,
     /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N` (default: $BURN_DEVICE, else cpu).
     #[arg(long)]
     device: Option<String>,
 }
 
-/// `trustgc prototypes`: the class prototypes and samples as one grid picture.
-#[derive(Args, Debug)]
-pub struct PrototypesArgs {
-    /// A shipped model's name (built into the binary), a model folder, or a released
-    /// model on the hub (`hub:beta_8`).
-    #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
-    model: String,
-    /// The PNG file to write.
-    #[arg(long, default_value = "prototypes.png")]
-    out: PathBuf,
+/// What a grid of class prototypes and samples shows (`explain --prototypes`,
+/// `prototypes`).
+#[derive(Args, Debug, Clone)]
+pub struct GridArgs {
     /// Samples per class beside the prototype.
     #[arg(long, default_value_t = 4)]
     samples: usize,
@@ -148,6 +132,21 @@ pub struct PrototypesArgs {
     /// Seed of the samples' noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+/// `trustgc prototypes`: the class prototypes and samples as one grid picture.
+#[derive(Args, Debug)]
+pub struct PrototypesArgs {
+    /// A shipped model's name (built into the binary), a model folder, or a released
+    /// model on the hub (`hub:beta_8`).
+    #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
+    model: String,
+    /// The PNG file to write.
+    #[arg(long, default_value = "prototypes.png")]
+    out: PathBuf,
+    /// What the grid shows.
+    #[command(flatten)]
+    grid: GridArgs,
     /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N` (default: $BURN_DEVICE, else cpu).
     #[arg(long)]
     device: Option<String>,
@@ -157,10 +156,7 @@ pub struct PrototypesArgs {
 struct GridRequest<'a> {
     model: &'a str,
     file: PathBuf,
-    samples: usize,
-    temperature: f64,
-    classes: &'a [String],
-    seed: u64,
+    grid: &'a GridArgs,
 }
 
 /// `trustgc prototypes` (the same grid as `trustgc explain --prototypes`, into a file).
@@ -184,10 +180,7 @@ impl BackendTask for PrototypesTask {
             &GridRequest {
                 model: &args.model,
                 file: args.out.clone(),
-                samples: args.samples,
-                temperature: args.temperature,
-                classes: &args.classes,
-                seed: args.seed,
+                grid: &args.grid,
             },
         )
     }
@@ -246,10 +239,7 @@ impl AutodiffTask for ExplainTask {
                 &GridRequest {
                     model: &args.model,
                     file: args.out.join("prototypes.png"),
-                    samples: args.samples,
-                    temperature: args.temperature,
-                    classes: &args.classes,
-                    seed: args.seed,
+                    grid: &args.grid,
                 },
             )?;
             return Ok(0);
@@ -691,7 +681,8 @@ fn print_table(value: &Value) {
 /// `trustgc explain --prototypes` and `trustgc prototypes`.
 fn prototypes<B: Backend>(classifier: &Classifier<B>, args: &GridRequest) -> Result<(), BoxError> {
     let n_classes = classifier.config().n_classes;
-    let classes = if args.classes.is_empty() {
+    let grid = args.grid;
+    let classes = if grid.classes.is_empty() {
         if n_classes > 20 {
             eprintln!(
                 "the model has {n_classes} classes: drawing the first 10 (choose with --classes)"
@@ -699,16 +690,16 @@ fn prototypes<B: Backend>(classifier: &Classifier<B>, args: &GridRequest) -> Res
         }
         (0..n_classes.min(if n_classes > 20 { 10 } else { n_classes })).collect()
     } else {
-        args.classes
+        grid.classes
             .iter()
             .map(|name| classifier.class_index(name))
             .collect::<Result<Vec<usize>, ExplainError>>()?
     };
     let settings = PrototypeSettings {
         classes: Some(classes),
-        samples: args.samples,
-        temperature: args.temperature,
-        seed: args.seed,
+        samples: grid.samples,
+        temperature: grid.temperature,
+        seed: grid.seed,
     };
     let prototypes = classifier.prototypes(&settings)?;
     let names = classifier.config().class_names.clone();
@@ -1843,25 +1834,28 @@ mod tests {
     #[test]
     fn prototypes_grid_names_every_class() {
         let (dir, keep) = out_dir("prototypes");
+        let grid = GridArgs {
+            samples: 3,
+            temperature: 0.7,
+            classes: Vec::new(),
+            seed: 0,
+        };
         let args = GridRequest {
             model: "fashion-mnist",
             file: dir.join("prototypes.png"),
-            samples: 3,
-            temperature: 0.7,
-            classes: &[],
-            seed: 0,
+            grid: &grid,
         };
         let classifier =
             Classifier::<Flex>::shipped(Shipped::FashionMnist, &Default::default()).unwrap();
         prototypes(&classifier, &args).unwrap();
-        let grid = decode(&std::fs::read(dir.join("prototypes.png")).unwrap());
+        let picture = decode(&std::fs::read(dir.join("prototypes.png")).unwrap());
         // 10 rows of 112-pixel pictures, 4 columns.
-        assert!(grid.height() >= 10 * 112 && grid.width() >= 4 * 112);
-        let hat = ["Hat".to_string()];
-        let bad = GridRequest {
-            classes: &hat,
-            ..args
+        assert!(picture.height() >= 10 * 112 && picture.width() >= 4 * 112);
+        let hat = GridArgs {
+            classes: vec!["Hat".into()],
+            ..grid.clone()
         };
+        let bad = GridRequest { grid: &hat, ..args };
         let err = prototypes(&classifier, &bad).unwrap_err();
         assert!(err.to_string().contains("Hat"), "{err}");
         if !keep {
