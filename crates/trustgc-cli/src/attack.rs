@@ -244,15 +244,19 @@ pub fn open_labelled<B: burn::tensor::backend::Backend>(
             source: format!("{split} split of {}", path.display()),
         });
     }
-    let mut folders: Vec<String> = std::fs::read_dir(path)
-        .map_err(|source| SetError::List {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let unreadable = |source| SetError::List {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut folders = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Hidden folders (`.git`, `.ipynb_checkpoints`) are not classes.
+        if entry.file_type().map_err(unreadable)?.is_dir() && !name.starts_with('.') {
+            folders.push(name);
+        }
+    }
     folders.sort();
     if folders.is_empty() {
         return Err(SetError::Nothing {
@@ -276,6 +280,7 @@ pub fn open_labelled<B: burn::tensor::backend::Backend>(
         labels: Vec::new(),
         source: format!("class folders of {}", path.display()),
     };
+    let mut classes = Vec::with_capacity(folders.len());
     for (index, folder) in folders.iter().enumerate() {
         let label = if by_name {
             config
@@ -286,9 +291,18 @@ pub fn open_labelled<B: burn::tensor::backend::Backend>(
         } else {
             index
         };
-        for file in image_files(&path.join(folder), false)? {
-            set.images.push(read_pixels(&file, spec)?);
-            set.labels.push(label);
+        classes.push((label, image_files(&path.join(folder), false)?));
+    }
+    // Round robin over the classes (the first image of each class, then the second, …):
+    // the first N images, as `--skip`, `--limit` and `--attack-limit` take them, hold
+    // every class in proportion instead of the first classes only.
+    let longest = classes.iter().map(|(_, files)| files.len()).max();
+    for rank in 0..longest.unwrap_or(0) {
+        for (label, files) in &classes {
+            if let Some(file) = files.get(rank) {
+                set.images.push(read_pixels(file, spec)?);
+                set.labels.push(*label);
+            }
         }
     }
     Ok(set)

@@ -359,7 +359,9 @@ fn explain_one<A: AutodiffBackend>(
         .map_err(ExplainError::from)?;
     let explanation = classifier.explain(x.clone(), settings)?;
     let attribution = classifier.attribute::<A>(x.clone(), &explanation, attribution_settings)?;
-    if attribution.completeness_error() > 1e-2 {
+    // A map that is not finite (NaN error) is warned about too.
+    let error = attribution.completeness_error();
+    if error.is_nan() || error > 1e-2 {
         eprintln!(
             "warning: {}: the attributions sum to {:.4} nats but the margin changes by {:.4} ({} steps): raise --steps",
             path.display(),

@@ -213,3 +213,51 @@ fn sets_without_images_or_with_one_class_are_clear_errors() {
     assert!(!out.status.success());
     assert!(!dir.join("report").exists());
 }
+
+#[test]
+fn class_folders_are_taken_class_by_class_in_turn() {
+    // Two images per class folder; the first 2 images of the set must be of two classes
+    // (round robin), not both of the first folder (which would be a one-class error).
+    let dir = Scratch::new("trust-report", "folders");
+    let classes = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ];
+    for (c, _) in classes.iter().enumerate() {
+        let folder = dir.join(format!("class-{c}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..2u8 {
+            let image = trustgc::image::GrayImage::from_fn(28, 28, |x, y| {
+                trustgc::image::Luma([((x * 9 + y * 3) as u8).wrapping_mul(c as u8 + 1 + i)])
+            });
+            image.save(folder.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    // A hidden folder is not a class.
+    std::fs::create_dir_all(dir.join(".hidden")).unwrap();
+    let out = trustgc(&[
+        "attack",
+        "--data",
+        dir.to_str().unwrap(),
+        "--limit",
+        "2",
+        "--eps",
+        "1",
+        "--steps",
+        "2",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["images"], 2);
+}

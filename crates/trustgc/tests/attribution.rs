@@ -231,6 +231,14 @@ fn attribution_requests_are_checked() {
     let small = ModelImage::constant(14, 14, 1, 0.0);
     let bad = classifier.deletion_insertion(&image, &order, &small, 5, (0, 1));
     assert!(matches!(bad, Err(ExplainError::PixelShape { .. })));
+    // Classes are checked before any image is classified.
+    let bad = classifier.deletion_insertion(&image, &order, &black, 5, (10, 1));
+    assert!(matches!(
+        bad,
+        Err(ExplainError::ClassOutOfRange { class: 10, .. })
+    ));
+    let bad = classifier.deletion_insertion(&image, &order, &black, 5, (3, 3));
+    assert!(matches!(bad, Err(ExplainError::SameClass { class: 3 })));
     // The curves run from the input to the fill image and back.
     let curves = classifier
         .deletion_insertion(&image, &order, &black, 5, (0, 1))

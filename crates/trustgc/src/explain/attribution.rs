@@ -567,8 +567,21 @@ impl<B: Backend> Classifier<B> {
                 requirement: "must be at least 2",
             });
         }
+        let classes = self.config().n_classes;
+        for class in [predicted, contrast] {
+            if class >= classes {
+                return Err(ExplainError::ClassOutOfRange { class, classes });
+            }
+        }
+        if predicted == contrast {
+            return Err(ExplainError::SameClass { class: predicted });
+        }
         let size = |i: &ModelImage| (i.width, i.height, i.channels);
-        if size(fill) != size(image) || fill.pixels.len() != image.pixels.len() {
+        let pixels = |i: &ModelImage| i.width * i.height * i.channels.max(1);
+        if size(fill) != size(image)
+            || image.pixels.len() != pixels(image)
+            || fill.pixels.len() != pixels(fill)
+        {
             return Err(ExplainError::PixelShape {
                 expected: size(image),
                 found: size(fill),

@@ -454,6 +454,15 @@ impl<B: AutodiffBackend> Attacker<B> {
             }
             let grads = total.backward();
             let gradient = tracked.grad(&grads).ok_or(RobustnessError::NoGradient)?;
+            // sign(NaN) would carry a NaN pixel into the projection and, silently, into
+            // the 8-bit image.
+            let count = host("the gradient", gradient.clone())?
+                .iter()
+                .filter(|g| !g.is_finite())
+                .count();
+            if count > 0 {
+                return Err(RobustnessError::NonFiniteGradient { step, count });
+            }
             x = project(x.add(gradient.sign().mul_scalar(alpha)));
         }
         if evading.iter().all(Option::is_none) {

@@ -106,6 +106,7 @@ impl Corruption {
         severity: usize,
         seed: u64,
     ) -> Result<Image8, RobustnessError> {
+        super::check_data(image, 0)?;
         if severity == 0 {
             return Ok(image.clone());
         }
@@ -169,9 +170,15 @@ struct Normal {
 }
 
 impl Normal {
+    /// The state is SplitMix64's mix of the seed: neighbouring seeds (image `i` and
+    /// `i + 1`) start from unrelated, non-zero states.
     fn new(seed: u64) -> Self {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
         Self {
-            state: (seed ^ 0x9e37_79b9_7f4a_7c15) | 1,
+            state: if z == 0 { 0x9e37_79b9_7f4a_7c15 } else { z },
             spare: None,
         }
     }
@@ -335,6 +342,25 @@ fn jpeg(image: &Image8, quality: u8) -> Result<Image8, RobustnessError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn neighbouring_seeds_give_unrelated_noise() {
+        // Seeds 2j and 2j + 1 once mapped to the same state: pairs of images shared
+        // their noise.
+        let draws = |seed: u64| {
+            let mut normal = Normal::new(seed);
+            (0..8).map(|_| normal.sample()).collect::<Vec<f64>>()
+        };
+        for seed in 0..64u64 {
+            let (a, b) = (draws(seed), draws(seed + 1));
+            let close = a
+                .iter()
+                .zip(&b)
+                .filter(|(x, y)| (*x - *y).abs() < 0.05)
+                .count();
+            assert!(close <= 2, "seeds {seed}, {}: {a:?} vs {b:?}", seed + 1);
+        }
+    }
 
     fn gradient() -> Image8 {
         Image8 {

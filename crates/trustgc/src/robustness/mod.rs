@@ -100,6 +100,22 @@ pub enum RobustnessError {
         /// `[C, H, W]` of the model's pixel space.
         expected: [usize; 3],
     },
+    /// An image whose pixel buffer does not hold `width · height · channels` values.
+    #[error(
+        "image {index} claims {width}x{height} with {channels} channels but holds {len} values"
+    )]
+    PixelData {
+        /// Which image.
+        index: usize,
+        /// Its width.
+        width: usize,
+        /// Its height.
+        height: usize,
+        /// Its channels.
+        channels: usize,
+        /// The values it holds.
+        len: usize,
+    },
     /// A pixel tensor of the wrong shape.
     #[error("pixel batch of shape {found:?}; the model's pixel space is [batch, {}, {}, {}]", expected[0], expected[1], expected[2])]
     PixelShape {
@@ -136,6 +152,14 @@ pub enum RobustnessError {
         /// The step.
         step: usize,
     },
+    /// The gradient of the attack's loss has NaN or infinite entries.
+    #[error("the gradient of the attack's loss has {count} non-finite entries at step {step}")]
+    NonFiniteGradient {
+        /// The step.
+        step: usize,
+        /// How many entries are NaN or infinite.
+        count: usize,
+    },
     /// A corruption severity outside `0..=5`.
     #[error("corruption severity {severity} is not in 0..=5")]
     Severity {
@@ -170,6 +194,23 @@ pub enum RobustnessError {
         #[source]
         source: burn::tensor::DataError,
     },
+}
+
+/// [`RobustnessError::PixelData`] when `image`'s buffer does not hold
+/// `width · height · channels` values (its fields are public).
+pub(crate) fn check_data(image: &Image8, index: usize) -> Result<(), RobustnessError> {
+    let len = image.data.len();
+    if len == image.width * image.height * image.channels {
+        Ok(())
+    } else {
+        Err(RobustnessError::PixelData {
+            index,
+            width: image.width,
+            height: image.height,
+            channels: image.channels,
+            len,
+        })
+    }
 }
 
 /// A tensor's values on the host as `f32`.
@@ -246,6 +287,7 @@ pub fn to_tensor<B: Backend>(
     let [c, h, w] = shape;
     let mut data = Vec::with_capacity(images.len() * c * h * w);
     for (index, image) in images.iter().enumerate() {
+        check_data(image, index)?;
         if [image.channels, image.height, image.width] != shape {
             return Err(RobustnessError::ImageShape {
                 index,
@@ -393,6 +435,7 @@ pub fn evaluate<B: Backend>(
                             channels: image.channels,
                             expected: shape,
                         };
+                        check_data(image, chunk_index * batch.max(1) + i)?;
                         if [image.channels, image.height, image.width] != shape {
                             return Err(shape_error());
                         }
