@@ -19,7 +19,8 @@
 //! tiled matrix products), and may run float32 matrix products on tensor cores at a lower
 //! internal precision; it therefore gets 10x the CPU bounds for the forward quantities
 //! (1e-4 for latents and logits, 1e-5 for the log-determinant, a sum of 3.8e4 terms of order
-//! 4), 1e-3 max abs for the inverse (its float32 floor is 2.1e-4, see golden_mini.rs), and
+//! 4), 1e-3 max abs for the inverse (3.3x the CPU's 3e-4; its float32 floor is 2.1e-4, see
+//! golden_mini.rs), and
 //! 1e-2 for the gradients downstream of the float32 ReLU kink of node 7 (1e-1 upstream, as
 //! on the CPU; golden_train.rs explains the kink). A GPU run that fails these is not
 //! "close enough": it points at a kernel that computes something else.
@@ -92,11 +93,30 @@ impl Golden {
         let path = dir.join("golden.safetensors");
         let tensors = read_safetensors(&path)
             .map_err(|e| format!("the golden data ({}): {e}", path.display()))?;
+        // The tensors made into model inputs, with their ranks; the compared ones are
+        // checked where they are compared (a missing one fails its comparison).
+        for (key, rank) in [("x", 4), ("z_fc", 2), ("z_conv", 2), ("y_soft", 2)] {
+            match tensors.get(key) {
+                Some(t) if t.shape.len() == rank => {}
+                Some(t) => {
+                    return Err(format!(
+                        "the golden `{key}` has shape {:?}, expected rank {rank}",
+                        t.shape
+                    ));
+                }
+                None => return Err(format!("the golden data has no `{key}`")),
+            }
+        }
         Ok(Self { dir, tensors })
     }
 
     fn values(&self, key: &str) -> Vec<f64> {
-        match &self.tensors[key].values {
+        let Some(tensor) = self.tensors.get(key) else {
+            // Compared as a length mismatch: an infinite error, reported as FAILED.
+            eprintln!("error: the golden data has no `{key}`");
+            return Vec::new();
+        };
+        match &tensor.values {
             Values::Float(v) => v.clone(),
             Values::Int(v) => v.iter().map(|&x| x as f64).collect(),
         }
@@ -301,19 +321,19 @@ impl AutodiffTask for TrainTask<'_> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let device = match args.iter().position(|a| a == "--device") {
-        Some(i) => match args.get(i + 1).map(|s| DeviceSpec::parse(s)) {
-            Some(Ok(spec)) => spec,
-            Some(Err(e)) => {
+    let device = match args.as_slice() {
+        [] => DeviceSpec::Cpu,
+        [flag, value] if flag == "--device" => match DeviceSpec::parse(value) {
+            Ok(spec) => spec,
+            Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
-            None => {
-                eprintln!("error: --device needs a value (cpu, wgpu, cuda:N)");
-                return ExitCode::from(2);
-            }
         },
-        None => DeviceSpec::Cpu,
+        _ => {
+            eprintln!("usage: device_parity [--device cpu|wgpu|wgpu:N|cuda:N]");
+            return ExitCode::from(2);
+        }
     };
     let golden = match Golden::open() {
         Ok(golden) => golden,

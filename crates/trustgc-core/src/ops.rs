@@ -11,7 +11,9 @@
 //! [`channel_affine`] works on `[B·C, H·W]` channel planes with `[B·C, 1]` columns,
 //! [`contiguous`] copies a view once instead of letting every later operation walk it,
 //! and [`channel_sums`] forms per-channel statistics without transposing the batch.
-//! They are backend-generic and compute exactly what the plain formulation computes.
+//! They are backend-generic. The affine maps and copies compute exactly what the plain
+//! formulation computes; the channel sums add the same terms in another order (blocked
+//! per image), so they agree to float rounding.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
