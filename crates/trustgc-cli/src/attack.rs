@@ -360,7 +360,7 @@ pub fn progress(len: usize, message: &str) -> Option<ProgressBar> {
 }
 
 /// Parses `1,2,4,8` (8-bit levels).
-fn parse_levels(text: &str) -> Result<Vec<f64>, String> {
+pub(crate) fn parse_levels(text: &str) -> Result<Vec<f64>, String> {
     text.split(',')
         .map(|t| {
             let v: f64 = t
@@ -376,9 +376,9 @@ fn parse_levels(text: &str) -> Result<Vec<f64>, String> {
         .collect()
 }
 
-/// `trustgc attack`.
+/// The model and the labelled images of `trustgc attack` and `trustgc trust-report`.
 #[derive(Args, Debug)]
-pub struct AttackArgs {
+pub struct LabelledArgs {
     /// A shipped model's name, a model folder, or a released model on the hub.
     #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
     pub model: String,
@@ -391,9 +391,31 @@ pub struct AttackArgs {
     /// Skip this many images first (e.g. those `ood.json` was fitted on).
     #[arg(long, default_value_t = 0)]
     pub skip: usize,
-    /// Attack at most this many images (after `--skip`).
+    /// Use at most this many images (after `--skip`).
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+impl LabelledArgs {
+    /// The images `--data`, `--split`, `--skip` and `--limit` name.
+    pub fn open<B: burn::tensor::backend::Backend>(
+        &self,
+        classifier: &Classifier<B>,
+    ) -> Result<ImageSet, SetError> {
+        let set = open_labelled(&self.data, &self.split, classifier)?;
+        let end = self
+            .limit
+            .map_or(set.images.len(), |l| self.skip.saturating_add(l));
+        Ok(set.range(self.skip, end))
+    }
+}
+
+/// `trustgc attack`.
+#[derive(Args, Debug)]
+pub struct AttackArgs {
+    /// The model and the images to attack.
+    #[command(flatten)]
+    pub set: LabelledArgs,
     /// Budgets ε in 8-bit levels (ε = e/255), comma-separated.
     #[arg(long, default_value = "1,2,4,8", value_parser = parse_levels)]
     pub eps: std::vec::Vec<f64>,
@@ -534,18 +556,14 @@ impl AutodiffTask for AttackTask {
         let args = self.args;
         let device = devices[0].clone();
         let opener: Classifier<B::InnerBackend> =
-            model_dir::resolve(&args.model)?.classifier(&device)?;
-        let set = open_labelled(&args.data, &args.split, &opener)?;
-        let end = args
-            .limit
-            .map_or(set.images.len(), |l| args.skip.saturating_add(l));
-        let set = set.range(args.skip, end);
+            model_dir::resolve(&args.set.model)?.classifier(&device)?;
+        let set = args.set.open(&opener)?;
         let attacks = plan(
             &args.eps,
             args.steps,
             args.adaptive.then_some(args.adaptive_steps),
         );
-        run_attacks::<B>(&args.model, &device, &set, &attacks, args.batch)
+        run_attacks::<B>(&args.set.model, &device, &set, &attacks, args.batch)
     }
 }
 

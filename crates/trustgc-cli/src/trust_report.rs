@@ -27,7 +27,8 @@ use trustgc::scores::{OodScores, ScoreKind};
 use trustgc_backend::{AutodiffTask, run_on_autodiff};
 
 use crate::attack::{
-    AttackReport, ImageSet, open_labelled, open_unlabelled, percent, plan, progress, run_attacks,
+    AttackReport, ImageSet, LabelledArgs, open_unlabelled, parse_levels, percent, plan, progress,
+    run_attacks,
 };
 use crate::model_dir;
 use crate::plots::{FONT, PlotError};
@@ -37,21 +38,9 @@ type BoxError = Box<dyn std::error::Error>;
 /// `trustgc trust-report`.
 #[derive(Args, Debug)]
 pub struct TrustReportArgs {
-    /// A shipped model's name, a model folder, or a released model on the hub.
-    #[arg(long, default_value = model_dir::DEFAULT_MODEL)]
-    pub model: String,
-    /// Labelled in-distribution images: a folder of IDX files or of class folders.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// With IDX files: `test` (t10k-*) or `train`.
-    #[arg(long, default_value = "test")]
-    pub split: String,
-    /// Skip this many images first (e.g. those `ood.json` was fitted on).
-    #[arg(long, default_value_t = 0)]
-    pub skip: usize,
-    /// Use at most this many in-distribution images (after `--skip`), and of each OoD set.
-    #[arg(long)]
-    pub limit: Option<usize>,
+    /// The model and the in-distribution images (`--limit` also caps each OoD set).
+    #[command(flatten)]
+    pub set: LabelledArgs,
     /// Attack at most this many of them (attacks cost ~10-40 gradient steps per image).
     #[arg(long)]
     pub attack_limit: Option<usize>,
@@ -59,9 +48,11 @@ pub struct TrustReportArgs {
     /// images); repeatable.
     #[arg(long = "ood", value_parser = parse_named)]
     pub ood: Vec<(String, PathBuf)>,
+    // `std::vec::Vec`: one value holding the whole list, which clap's derive would
+    // otherwise read as a repeated `f64` argument.
     /// Attack budgets in 8-bit levels (ε = e/255), comma-separated.
-    #[arg(long, default_value = "1,2,4,8")]
-    pub eps: String,
+    #[arg(long, default_value = "1,2,4,8", value_parser = parse_levels)]
+    pub eps: std::vec::Vec<f64>,
     /// PGD steps.
     #[arg(long, default_value_t = trustgc::robustness::attack::DEFAULT_STEPS)]
     pub steps: usize,
@@ -186,20 +177,16 @@ impl AutodiffTask for TrustReportTask {
         let device = devices[0].clone();
         let mut timing = Timing::default();
         let started = Instant::now();
-        let levels = parse_levels(&args.eps)?;
+        let levels = args.eps.clone();
         let classifier: Classifier<B::InnerBackend> =
-            model_dir::resolve(&args.model)?.classifier(&device)?;
+            model_dir::resolve(&args.set.model)?.classifier(&device)?;
         let k = classifier.config().n_classes;
-        let set = open_labelled(&args.data, &args.split, &classifier)?;
-        let end = args
-            .limit
-            .map_or(set.images.len(), |l| args.skip.saturating_add(l));
-        let set = set.range(args.skip, end);
+        let set = args.set.open(&classifier)?;
         trustgc::robustness::check_labels(set.images.len(), &set.labels, k)?;
         let mut ood_sets = Vec::new();
         for (name, path) in &args.ood {
-            let s = open_unlabelled(path, &args.split, &classifier)?;
-            let end = args.limit.unwrap_or(s.images.len());
+            let s = open_unlabelled(path, &args.set.split, &classifier)?;
+            let end = args.set.limit.unwrap_or(s.images.len());
             ood_sets.push((name.clone(), s.range(0, end)));
         }
         timing.load = started.elapsed().as_secs_f64();
@@ -260,7 +247,7 @@ impl AutodiffTask for TrustReportTask {
         let adaptive =
             (args.adaptive_steps > 0 && classifier.ood().is_some()).then_some(args.adaptive_steps);
         let attacks = run_attacks::<B>(
-            &args.model,
+            &args.set.model,
             &device,
             &attack_set,
             &plan(&levels, args.steps, adaptive),
@@ -303,7 +290,7 @@ impl AutodiffTask for TrustReportTask {
         let out = &args.out;
         std::fs::create_dir_all(out).map_err(trustgc_io::WriteError::io(out))?;
         let mut files: Vec<String> = Vec::new();
-        let model_label = args.model.clone();
+        let model_label = args.set.model.clone();
         let reliability = out.join("reliability.png");
         crate::plots::reliability_png(
             &reliability,
@@ -381,7 +368,7 @@ impl AutodiffTask for TrustReportTask {
         files.push("report.json".into());
         timing.plots = section.elapsed().as_secs_f64();
         let report = Report {
-            model: args.model.clone(),
+            model: args.set.model.clone(),
             data: set.source.clone(),
             images: set.images.len(),
             clean_accuracy: clean_summary.accuracy,
@@ -410,19 +397,6 @@ impl AutodiffTask for TrustReportTask {
         );
         Ok(())
     }
-}
-
-fn parse_levels(text: &str) -> Result<Vec<f64>, BoxError> {
-    text.split(',')
-        .map(|t| -> Result<f64, BoxError> {
-            let v: f64 = t.trim().parse()?;
-            if v.is_finite() && v > 0.0 && v <= 255.0 {
-                Ok(v)
-            } else {
-                Err(format!("--eps {v}: give 8-bit levels in (0, 255]").into())
-            }
-        })
-        .collect()
 }
 
 /// A set's name as a file name.
@@ -613,7 +587,9 @@ fn lines_png(title: &str, x_label: &str, series: &[Series]) -> Result<Vec<u8>, P
         let root =
             BitMapBackend::with_buffer(&mut canvas, (px(WIDTH), px(HEIGHT))).into_drawing_area();
         root.fill(&WHITE)?;
-        let root = root.titled(title, (FONT, px(24)))?;
+        // plotters puts the title's top at the area's top edge, where the ascenders of a
+        // 24-pixel font were cut off: leave a margin above it.
+        let root = root.margin(px(8), 0, 0, 0).titled(title, (FONT, px(24)))?;
         // The legend gets its own column on the right, clear of every line.
         let (plots, legend) = root.split_horizontally(px(WIDTH - LEGEND_WIDTH));
         for (i, s) in series.iter().enumerate() {
@@ -683,7 +659,7 @@ fn lines_png(title: &str, x_label: &str, series: &[Series]) -> Result<Vec<u8>, P
 /// `trustgc trust-report`.
 pub fn trust_report(args: TrustReportArgs) -> Result<(), BoxError> {
     let spec = crate::device(&args.device)?;
-    let inputs: Vec<&Path> = std::iter::once(args.data.as_path())
+    let inputs: Vec<&Path> = std::iter::once(args.set.data.as_path())
         .chain(args.ood.iter().map(|(_, p)| p.as_path()))
         .collect();
     if inputs.iter().any(|p| args.out.starts_with(p)) {

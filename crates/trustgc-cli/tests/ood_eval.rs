@@ -1,7 +1,6 @@
 //! `trustgc ood-eval` end to end on the committed 200 Fashion-MNIST test images against
 //! noise (an IDX file) and a folder holding an MNIST digit.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -17,25 +16,9 @@ fn scratch(name: &str) -> Scratch {
     Scratch::new("ood-eval", name)
 }
 
-/// An IDX images file of `count` 28×28 images of seeded uniform noise.
-fn noise_idx(path: &std::path::Path, count: usize) {
-    let mut bytes = Vec::new();
-    bytes.extend(2051u32.to_be_bytes());
-    for n in [count as u32, 28, 28] {
-        bytes.extend(n.to_be_bytes());
-    }
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..count * 784 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.push((state >> 56) as u8);
-    }
-    std::fs::File::create(path)
-        .unwrap()
-        .write_all(&bytes)
-        .unwrap();
-}
+#[path = "../../../tests-support/noise_idx.rs"]
+mod noise;
+use noise::noise_idx;
 
 #[test]
 fn ood_eval_reports_every_score_for_every_set() {

@@ -2,8 +2,7 @@
 //! test images (the shipped model): the report writes every file its `report.json`
 //! lists, attacks stay within their budget, and bad sets are clear errors.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn root() -> PathBuf {
@@ -18,25 +17,9 @@ fn subset() -> PathBuf {
     root().join("crates/trustgc-train/tests/data/fashion-mnist-subset")
 }
 
-/// An IDX images file of `count` 28×28 images of seeded uniform noise.
-fn noise_idx(path: &Path, count: usize) {
-    let mut bytes = Vec::new();
-    bytes.extend(2051u32.to_be_bytes());
-    for n in [count as u32, 28, 28] {
-        bytes.extend(n.to_be_bytes());
-    }
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..count * 784 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.push((state >> 56) as u8);
-    }
-    std::fs::File::create(path)
-        .unwrap()
-        .write_all(&bytes)
-        .unwrap();
-}
+#[path = "../../../tests-support/noise_idx.rs"]
+mod noise;
+use noise::noise_idx;
 
 fn trustgc(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_trustgc"))
