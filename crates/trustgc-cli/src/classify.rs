@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use trustgc::ood::{Calibration, FitSettings};
+use trustgc::ood::{Calibration, FitSettings, LatentGaussian};
 use trustgc::preprocess::read_model_input;
 use trustgc::scores::{model_pixels, png_bits};
 use trustgc::{Classifier, Likelihoods, OodStats, Verdict};
@@ -89,6 +89,24 @@ pub struct FitOodArgs {
     /// Fit no complexity test (verdicts as before it existed).
     #[arg(long)]
     no_complexity: bool,
+    /// The false-alarm rate of the latent test (the latent's Mahalanobis distance under a
+    /// Gaussian refitted on real latents; docs/ood.md).
+    #[arg(long, default_value_t = FitSettings::default().alpha_latent.unwrap_or(0.02))]
+    alpha_latent: f64,
+    /// Fit no latent test.
+    #[arg(long)]
+    no_latent: bool,
+    /// IDX data: the split whose images the latent test's Gaussian is fitted on. It must
+    /// not be the calibration images (their statistics set the threshold); the training
+    /// split is the natural choice.
+    #[arg(long, default_value = "train")]
+    latent_split: String,
+    /// How many images (the first of `--latent-split`) the Gaussian is fitted on.
+    #[arg(long, default_value_t = 10_000)]
+    latent_images: usize,
+    /// Principal directions of the Gaussian's covariance (the rest share one variance).
+    #[arg(long, default_value_t = trustgc::ood::DEFAULT_LATENT_RANK)]
+    latent_rank: usize,
     /// The least posterior of a class that agrees with an input (two or more agreeing
     /// classes make a verdict ambiguous).
     #[arg(long, default_value_t = 0.1)]
@@ -231,6 +249,36 @@ pub(crate) fn idx_likelihoods<B: burn::tensor::backend::Backend>(
     data_dir: &std::path::Path,
     split: &str,
 ) -> Result<(Vec<Likelihoods>, LabeledImages), BoxError> {
+    let (results, images) = idx_map(classifier, data_dir, split, None, |x| {
+        classifier.likelihoods_tensor(x)
+    })?;
+    Ok((results, images))
+}
+
+/// The latents `[z_fc, z_conv]` of the first `limit` images (all when `None`) of an IDX
+/// split, with their labels.
+pub(crate) fn idx_latents<B: burn::tensor::backend::Backend>(
+    classifier: &Classifier<B>,
+    data_dir: &std::path::Path,
+    split: &str,
+    limit: Option<usize>,
+) -> Result<(Vec<Vec<f32>>, Vec<usize>), BoxError> {
+    let (latents, images) = idx_map(classifier, data_dir, split, limit, |x| {
+        classifier.latents_tensor(x)
+    })?;
+    let labels = (0..latents.len()).map(|i| images.label(i)).collect();
+    Ok((latents, labels))
+}
+
+/// Runs `f` over an IDX split's images (the first `limit`), in batches of 100 model
+/// inputs, and collects one result per image.
+fn idx_map<B: burn::tensor::backend::Backend, T>(
+    classifier: &Classifier<B>,
+    data_dir: &std::path::Path,
+    split: &str,
+    limit: Option<usize>,
+    mut f: impl FnMut(burn::tensor::Tensor<B, 4>) -> Result<Vec<T>, trustgc::ClassifyError>,
+) -> Result<(Vec<T>, LabeledImages), BoxError> {
     let config = classifier.config();
     let Some(InputSpec::Grayscale(input)) = &config.input else {
         return Err(
@@ -260,14 +308,14 @@ pub(crate) fn idx_likelihoods<B: burn::tensor::backend::Backend>(
         classes: config.n_classes,
     };
     let device = classifier.device().clone();
-    let loader =
-        EpochLoader::<B>::new(data.clone(), (0..data.len()).collect(), settings, 0, device);
+    let count = limit.map_or(data.len(), |l| l.min(data.len()));
+    let loader = EpochLoader::<B>::new(data.clone(), (0..count).collect(), settings, 0, device);
     let bar = std::io::stderr()
         .is_terminal()
-        .then(|| ProgressBar::new(data.len() as u64));
-    let mut results = Vec::with_capacity(data.len());
+        .then(|| ProgressBar::new(count as u64));
+    let mut results = Vec::with_capacity(count);
     for batch in burn::data::dataloader::DataLoader::iter(&loader) {
-        results.extend(classifier.likelihoods_tensor(batch.x)?);
+        results.extend(f(batch.x)?);
         if let Some(bar) = &bar {
             bar.set_position(results.len() as u64);
         }
@@ -276,12 +324,11 @@ pub(crate) fn idx_likelihoods<B: burn::tensor::backend::Backend>(
         bar.finish_and_clear();
     }
     // Results are paired with images by index: the loader must have dropped none.
-    if results.len() != images.len() {
+    if results.len() != count {
         return Err(format!(
-            "{}: {} of {} images were scored; every IDX image should be",
+            "{}: {} of {count} images were scored; every IDX image should be",
             data_dir.display(),
             results.len(),
-            images.len()
         )
         .into());
     }
@@ -355,14 +402,46 @@ impl BackendTask for FitOodTask {
         // The statistics in `ood.json` (if any) are being replaced: not read.
         let (config, model) = model_dir::load::<B>(&dir, &device)?;
         let classifier = Classifier::new(config.clone(), model, &device);
+        let mut latents: Option<(LatentGaussian, Vec<Vec<f32>>)> = None;
         let (results, labels, complexity_bits) = match &config.input {
             Some(InputSpec::ImageNet { .. }) => {
+                if !args.no_latent {
+                    eprintln!(
+                        "note: no latent test: it is fitted on IDX data only (photo models' latents, {} dimensions, are also beyond its {} limit); --no-latent silences this",
+                        config.total_dims(),
+                        trustgc::ood::latent::MAX_LATENT_DIMS
+                    );
+                }
                 let (results, labels, bits) =
                     photo_likelihoods(&classifier, &args.data, args.skip_bad_images)?;
                 (results, labels, (!args.no_complexity).then_some(bits))
             }
             _ => {
                 let (results, images) = idx_likelihoods(&classifier, &args.data, &args.split)?;
+                if !args.no_latent {
+                    if args.latent_split == args.split {
+                        return Err(format!(
+                            "--latent-split {} is the calibration split: the Gaussian must be fitted on other images than those that set its threshold",
+                            args.latent_split
+                        )
+                        .into());
+                    }
+                    let (fit, fit_labels) = idx_latents(
+                        &classifier,
+                        &args.data,
+                        &args.latent_split,
+                        Some(args.latent_images),
+                    )?;
+                    let gaussian = LatentGaussian::fit(
+                        &fit,
+                        &fit_labels,
+                        config.n_classes,
+                        config.n_loss_dims,
+                        args.latent_rank,
+                    )?;
+                    let (own, _) = idx_latents(&classifier, &args.data, &args.split, None)?;
+                    latents = Some((gaussian, own));
+                }
                 // The complexity test's PNG sizes, from the 8-bit images the model sees.
                 let spec = config
                     .input
@@ -427,12 +506,17 @@ impl BackendTask for FitOodTask {
             alpha: args.alpha,
             alpha_complexity: (!args.no_complexity).then_some(args.alpha_complexity),
             min_posterior: args.min_posterior,
+            alpha_latent: latents.as_ref().map(|_| args.alpha_latent),
         };
+        let latent_statistics: Option<Vec<f64>> = latents
+            .as_ref()
+            .map(|(gaussian, own)| own.iter().map(|z| gaussian.statistic(z)).collect());
         let all = Calibration {
             marginal: &marginal,
             complexity: complexity_bits.is_some().then_some(complexity.as_slice()),
             class_distances: &classes,
             log_posteriors: &posteriors,
+            latent: latent_statistics.as_deref(),
             labels: &labels,
         };
         let fit = Calibration {
@@ -440,9 +524,10 @@ impl BackendTask for FitOodTask {
             complexity: all.complexity.map(|c| &c[start..end]),
             class_distances: &classes[start..end],
             log_posteriors: &posteriors[start..end],
+            latent: all.latent.map(|c| &c[start..end]),
             labels: &labels[start..end],
         };
-        let stats = OodStats::fit(&settings, &fit, source)?;
+        let stats = OodStats::fit(&settings, &fit, latents.map(|(g, _)| g), source)?;
         let held_out: Vec<usize> = (0..start).chain(end..labels.len()).collect();
         let held_out = (!held_out.is_empty()).then(|| {
             let alarms = held_out
@@ -479,6 +564,13 @@ pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
         )
         .into());
     }
+    if !(args.alpha_latent > 0.0 && args.alpha_latent < 1.0) {
+        return Err(format!(
+            "--alpha-latent {} must be between 0 and 1",
+            args.alpha_latent
+        )
+        .into());
+    }
     if !(args.min_posterior > 0.0 && args.min_posterior <= 1.0) {
         return Err(format!("--min-posterior {} must be in (0, 1]", args.min_posterior).into());
     }
@@ -493,6 +585,15 @@ pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
         "fitted on {} images (alpha {}): log p(x)/D typical range [{:.4}, {:.4}]",
         stats.images, stats.alpha, stats.marginal_low, stats.marginal_high
     );
+    if let Some(test) = &stats.latent {
+        println!(
+            "latent test: Gaussian fitted on {} images (rank {}), threshold {:.4} (alpha {})",
+            test.gaussian.images,
+            test.gaussian.components.len(),
+            test.threshold,
+            test.alpha
+        );
+    }
     println!(
         "false alarms (not 'confident' in the right class) on the fitting images: {:.2} %",
         100.0 * stats.false_alarm_rate

@@ -142,3 +142,112 @@ fn ood_eval_refuses_sets_without_images() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=PATH"));
 }
+
+/// `trustgc fit-ood` with the latent test, on a copy of the shipped model: the Gaussian
+/// is fitted on the subset's 1,000 training images, the thresholds on its 200 test images;
+/// the refitted folder then gives verdicts with the latent statistic, and an MNIST digit
+/// is called out of distribution.
+#[test]
+fn fit_ood_adds_a_latent_test_that_the_model_folder_then_uses() {
+    let dir = scratch("fit-latent");
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            root().join("weights/fashion-mnist").join(file),
+            model.join(file),
+        )
+        .unwrap();
+    }
+    let data = root().join("crates/trustgc-train/tests/data/fashion-mnist-subset");
+    let fit = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trustgc"))
+            .args(["fit-ood", "--model", model.to_str().unwrap()])
+            .args(["--data", data.to_str().unwrap(), "--latent-rank", "16"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The Gaussian must not be fitted on the images that set its threshold.
+    let out = fit(&["--latent-split", "test"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("calibration split"), "{stderr}");
+    assert!(
+        !model.join("ood.json").exists(),
+        "nothing written on an error"
+    );
+
+    let out = fit(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("latent test: Gaussian fitted on 1000 images (rank 16)"),
+        "{stdout}"
+    );
+    let ood: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("ood.json")).unwrap()).unwrap();
+    let latent = &ood["latent"];
+    assert_eq!(latent["alpha"], 0.02);
+    assert_eq!(
+        latent["gaussian"]["components"].as_array().unwrap().len(),
+        16
+    );
+    assert_eq!(latent["gaussian"]["class_dims"], 128);
+    assert!(latent["threshold"].as_f64().unwrap() > 0.0);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_trustgc"))
+        .args(["classify", "--model", model.to_str().unwrap(), "--json"])
+        .arg(root().join("examples/images/digit-7.png"))
+        .arg(root().join("examples/images/bag.png"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert!(line["latent_distance"].as_f64().unwrap() > 0.0, "{line}");
+    }
+    assert_eq!(
+        lines[0]["verdict"]["verdict"], "out_of_distribution",
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0]["latent_distance"].as_f64().unwrap()
+            > lines[1]["latent_distance"].as_f64().unwrap(),
+        "the digit lies farther from the clothes than the bag does"
+    );
+
+    // A hand-edited Gaussian of the wrong size is refused when the folder is opened.
+    let mut broken = ood.clone();
+    broken["latent"]["gaussian"]["shared_mean"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    std::fs::write(
+        model.join("ood.json"),
+        serde_json::to_string(&broken).unwrap(),
+    )
+    .unwrap();
+    // (Its checksum no longer matches either; either check names ood.json.)
+    let out = Command::new(env!("CARGO_BIN_EXE_trustgc"))
+        .args(["classify", "--model", model.to_str().unwrap()])
+        .arg(root().join("examples/images/bag.png"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ood.json"), "{stderr}");
+}

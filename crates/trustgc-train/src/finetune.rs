@@ -20,7 +20,8 @@
 //!   batch statistics and averages them at the end, as the reference's training does.
 //! - At the end the run folder is a complete model folder: `config.json`,
 //!   `model.safetensors`, `ood.json` (the out-of-distribution statistics fitted on the
-//!   held-out training images with the shipped model's rates, [`FitSettings::default`]),
+//!   held-out training images with the rates of [`FitSettings::without_latent`]: the
+//!   latent test needs a Gaussian fitted on other images, which `trustgc fit-ood` adds),
 //!   `checksums.sha256`, and `train.json` with the run's settings.
 //!
 //! ```no_run
@@ -167,7 +168,7 @@ impl FinetuneOptions {
             pass_batch: PASS_BATCH,
             train_batch_norm: false,
             bn_average_batches: 200,
-            ood: Some(FitSettings::default()),
+            ood: Some(FitSettings::without_latent()),
         }
     }
 
@@ -1592,6 +1593,15 @@ fn finish<B: AutodiffBackend>(args: FinishArgs<'_, B>) -> Result<FinetuneSummary
             .filter(|_| complexity.iter().all(|c| c.is_finite())),
         ..settings
     };
+    if settings.alpha_latent.is_some() {
+        on_event(FinetuneEvent::Warning(
+            "fine-tuning fits no latent test (it needs a Gaussian fitted on other images than the held-out ones): refit ood.json with `trustgc fit-ood` to add it".into(),
+        ));
+    }
+    let settings = FitSettings {
+        alpha_latent: None,
+        ..settings
+    };
     if with_complexity && settings.alpha_complexity.is_none() {
         on_event(FinetuneEvent::Warning(
             "some held-out images have no complexity score: ood.json has no complexity test".into(),
@@ -1602,6 +1612,7 @@ fn finish<B: AutodiffBackend>(args: FinishArgs<'_, B>) -> Result<FinetuneSummary
         complexity: settings.alpha_complexity.map(|_| complexity.as_slice()),
         class_distances: &distances,
         log_posteriors: &posteriors,
+        latent: None,
         labels: &labels,
     };
     let source = format!(
@@ -1609,7 +1620,7 @@ fn finish<B: AutodiffBackend>(args: FinishArgs<'_, B>) -> Result<FinetuneSummary
         held_out.len(),
         summary.dir.display()
     );
-    let stats = OodStats::fit(&settings, &fit, source).map_err(FinetuneError::Ood)?;
+    let stats = OodStats::fit(&settings, &fit, None, source).map_err(FinetuneError::Ood)?;
     let classes = config.n_classes;
     let fewest = (0..classes)
         .map(|y| labels.iter().filter(|&&l| l == y).count())

@@ -79,6 +79,25 @@ pub enum ClassifyError {
     },
 }
 
+/// `[z_fc, z_conv]` of each input of a batch, on the host.
+fn latents_of<B: Backend>(
+    z_fc: &Tensor<B, 2>,
+    z_conv: &Tensor<B, 2>,
+) -> Result<Vec<Vec<f32>>, ClassifyError> {
+    let [batch, l] = z_fc.dims();
+    let rest = z_conv.dims()[1];
+    let fc: Vec<f32> = read_back("the latents", z_fc.clone())?;
+    let conv: Vec<f32> = read_back("the latents", z_conv.clone())?;
+    Ok((0..batch)
+        .map(|i| {
+            let mut z = Vec::with_capacity(l + rest);
+            z.extend_from_slice(&fc[i * l..(i + 1) * l]);
+            z.extend_from_slice(&conv[i * rest..(i + 1) * rest]);
+            z
+        })
+        .collect())
+}
+
 /// A tensor's values on the host, as `E`.
 fn read_back<B: Backend, const D: usize, E: burn::tensor::Element>(
     what: &'static str,
@@ -129,6 +148,10 @@ pub struct Likelihoods {
     /// the model saves over a PNG encoder, up to a constant of the model). Computed for decoded images when the model's
     /// [`OodStats`] hold a complexity test; `None` otherwise (and for tensor inputs).
     pub complexity: Option<f64>,
+    /// The latent test's statistic ([`crate::ood::LatentGaussian::statistic`]: the squared
+    /// Mahalanobis distance per dimension to the nearest class under the Gaussian
+    /// refitted on real latents), when the model's [`OodStats`] hold a latent test.
+    pub latent_distance: Option<f64>,
     /// The reference's logits `−½ d`.
     pub logits: Vec<f64>,
     /// The verdict, when the model carries [`OodStats`].
@@ -185,6 +208,10 @@ impl Likelihoods {
                 atypical_complexity: true,
                 ..
             } => "out of distribution: the model explains it no better than a PNG encoder".into(),
+            Verdict::OutOfDistribution {
+                atypical_latent: true,
+                ..
+            } => "out of distribution: its latent lies where real images' latents do not".into(),
             Verdict::OutOfDistribution { .. } => "out of distribution: matches no class".into(),
         })
     }
@@ -252,10 +279,15 @@ impl<B: Backend> Classifier<B> {
     /// Attaches out-of-distribution statistics (enables verdicts).
     ///
     /// # Errors
-    /// [`OodCheckError`] when the statistics do not fit the model ([`OodStats::check`]:
-    /// another number of classes, impossible thresholds); they would give wrong verdicts.
+    /// [`OodCheckError`] when the statistics do not fit the model
+    /// ([`OodStats::check_model`]: another number of classes or latent size, impossible
+    /// thresholds); they would give wrong verdicts.
     pub fn with_ood(mut self, ood: OodStats) -> Result<Self, OodCheckError> {
-        ood.check(self.config.n_classes)?;
+        ood.check_model(
+            self.config.n_classes,
+            self.config.total_dims(),
+            self.config.n_loss_dims,
+        )?;
         self.ood = Some(ood);
         Ok(self)
     }
@@ -489,6 +521,30 @@ impl<B: Backend> Classifier<B> {
         self.likelihoods_with(x, None)
     }
 
+    /// The latents `z = [z_fc, z_conv]` of a batch of model inputs (`[batch, C, H, W]`,
+    /// as [`Classifier::preprocess`] makes them), one `Vec` of `D` values per input: what
+    /// the latent test's Gaussian is fitted on ([`crate::ood::LatentGaussian::fit`]).
+    ///
+    /// # Errors
+    /// As [`Classifier::likelihoods_tensor`].
+    pub fn latents_tensor(&self, x: Tensor<B, 4>) -> Result<Vec<Vec<f32>>, ClassifyError> {
+        self.model.check_input(&x.dims())?;
+        let values: Vec<f32> = read_back("the input", x.clone())?;
+        let per = values.len() / x.dims()[0].max(1);
+        if let Some(index) = values
+            .chunks(per.max(1))
+            .position(|c| c.iter().any(|v| !v.is_finite()))
+        {
+            let count = values[index * per..(index + 1) * per]
+                .iter()
+                .filter(|v| !v.is_finite())
+                .count();
+            return Err(ClassifyError::NonFinite { index, count });
+        }
+        let out = self.model.forward_with_norms(x, &self.norms);
+        latents_of(&out.z_fc, &out.z_conv)
+    }
+
     /// [`Classifier::likelihoods_tensor`], with the PNG sizes of the inputs' 8-bit images
     /// when known (for the complexity test).
     fn likelihoods_with(
@@ -532,6 +588,14 @@ impl<B: Backend> Classifier<B> {
             (z_norm + self.norms.fc.clone().unsqueeze_dim(0) - cross.mul_scalar(2.0))
                 .div_scalar(n_loss),
         )?;
+        let latent_distances: Option<Vec<f64>> =
+            match self.ood.as_ref().and_then(|o| o.latent.as_ref()) {
+                Some(test) => {
+                    let latents = latents_of(&out.z_fc, &out.z_conv)?;
+                    Some(latents.iter().map(|z| test.gaussian.statistic(z)).collect())
+                }
+                None => None,
+            };
         let d = self.config.total_dims() as f64;
         let bits_offset = self
             .config
@@ -564,10 +628,12 @@ impl<B: Backend> Classifier<B> {
             let complexity = png_bits.and_then(|bits| bits.get(i)).map(|&bits| {
                 crate::scores::complexity(log_marginal, bits, self.config.total_dims())
             });
+            let latent_distance = latent_distances.as_ref().map(|l| l[i]);
             let verdict = self.ood.as_ref().map(|ood| {
                 ood.verdict(
                     log_marginal / d,
                     complexity,
+                    latent_distance,
                     &class_distances,
                     &log_posterior,
                 )
@@ -580,6 +646,7 @@ impl<B: Backend> Classifier<B> {
                 log_marginal,
                 bits_per_dim,
                 complexity,
+                latent_distance,
                 logits: logits[i * k..(i + 1) * k].to_vec(),
                 verdict,
                 class_names: self.class_names.clone(),

@@ -42,6 +42,9 @@ pub enum ScoreKind {
     Typicality,
     /// `(log₂ p(x) + L(x)) / D`, `L` the PNG size in bits.
     Complexity,
+    /// `−` the latent test's statistic: the squared Mahalanobis distance per dimension to
+    /// the nearest class under the Gaussian refitted on real latents.
+    NegLatentDistance,
     /// `max_y p(y|x)`.
     MaxPosterior,
     /// `logsumexp_y logit_y`.
@@ -52,12 +55,13 @@ pub enum ScoreKind {
 
 impl ScoreKind {
     /// Every score, GC-native ones first.
-    pub const ALL: [ScoreKind; 8] = [
+    pub const ALL: [ScoreKind; 9] = [
         ScoreKind::LogPx,
         ScoreKind::MaxLogPxy,
         ScoreKind::NegMinDistance,
         ScoreKind::Typicality,
         ScoreKind::Complexity,
+        ScoreKind::NegLatentDistance,
         ScoreKind::MaxPosterior,
         ScoreKind::Energy,
         ScoreKind::MaxLogit,
@@ -71,6 +75,7 @@ impl ScoreKind {
             ScoreKind::NegMinDistance => "neg_min_distance",
             ScoreKind::Typicality => "typicality",
             ScoreKind::Complexity => "complexity",
+            ScoreKind::NegLatentDistance => "neg_latent_distance",
             ScoreKind::MaxPosterior => "max_posterior",
             ScoreKind::Energy => "energy",
             ScoreKind::MaxLogit => "max_logit",
@@ -158,6 +163,8 @@ pub struct OodScores {
     pub typicality: Option<f64>,
     /// `(log₂ p(x) + L(x)) / D`; `None` when the 8-bit image is not known (a tensor input).
     pub complexity: Option<f64>,
+    /// `−` the latent test's statistic; `None` without a latent test in the statistics.
+    pub neg_latent_distance: Option<f64>,
     /// `max_y p(y|x)`.
     pub max_posterior: f64,
     /// `logsumexp_y logit_y`.
@@ -192,6 +199,7 @@ impl OodScores {
             complexity: result
                 .complexity
                 .or_else(|| png_bits.map(|bits| complexity(result.log_marginal, bits, dims))),
+            neg_latent_distance: result.latent_distance.map(|l| -l),
             max_posterior: max(&result.log_posterior).exp(),
             energy: logsumexp(&result.logits),
             max_logit: max(&result.logits),
@@ -206,6 +214,7 @@ impl OodScores {
             ScoreKind::NegMinDistance => Some(self.neg_min_distance),
             ScoreKind::Typicality => self.typicality,
             ScoreKind::Complexity => self.complexity,
+            ScoreKind::NegLatentDistance => self.neg_latent_distance,
             ScoreKind::MaxPosterior => Some(self.max_posterior),
             ScoreKind::Energy => Some(self.energy),
             ScoreKind::MaxLogit => Some(self.max_logit),

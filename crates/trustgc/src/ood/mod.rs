@@ -3,6 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod latent;
+
+pub use latent::{LatentError, LatentGaussian};
+
 /// How one input relates to the classes, decided by typicality tests (see [`OodStats`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
@@ -27,6 +31,11 @@ pub enum Verdict {
         /// its simplicity, not from what the model learnt.
         #[serde(default)]
         atypical_complexity: bool,
+        /// The latent lies farther from every class than real images do, under the
+        /// Gaussian refitted on real images' latents (the latent test, see
+        /// [`OodStats::latent`]).
+        #[serde(default)]
+        atypical_latent: bool,
     },
 }
 
@@ -90,6 +99,13 @@ pub enum OodCheckError {
         log_posteriors: usize,
         /// Complexity values, when given.
         complexity: Option<usize>,
+    },
+    /// The latent test is malformed: its Gaussian does not fit the model, its rate is
+    /// not in (0, 1), or its threshold is not a finite number.
+    #[error("the latent test is malformed: {what}")]
+    Latent {
+        /// What is wrong.
+        what: String,
     },
     /// The typical range of `log p(x)/D` is empty, NaN or unbounded.
     #[error("the typical range [{low}, {high}] is empty or not finite")]
@@ -174,6 +190,10 @@ pub struct OodStats {
     /// The complexity test's false-alarm rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha_complexity: Option<f64>,
+    /// The latent test; `None` (statistics fitted before it existed, or without
+    /// fitting latents): no latent test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<LatentTest>,
     /// Calibration images used.
     pub images: usize,
     /// Fraction of calibration images whose verdict was not `Confident` with their own
@@ -188,11 +208,14 @@ impl OodStats {
     ///
     /// `complexity` is the input's `(log₂ p(x) + L(x)) / D`
     /// ([`OodScores::complexity`](crate::scores::OodScores::complexity)), `None` when its
-    /// 8-bit image is not known (the complexity test is then skipped).
+    /// 8-bit image is not known (the complexity test is then skipped). `latent` is the
+    /// input's [`LatentGaussian::statistic`], `None` when not computed (the latent test is
+    /// then skipped).
     pub fn verdict(
         &self,
         log_marginal_per_dim: f64,
         complexity: Option<f64>,
+        latent: Option<f64>,
         class_distances: &[f64],
         log_posterior: &[f64],
     ) -> Verdict {
@@ -202,6 +225,7 @@ impl OodStats {
             return Verdict::OutOfDistribution {
                 atypical_marginal: true,
                 atypical_complexity: false,
+                atypical_latent: false,
             };
         }
         // NaN fails the test, as it fails the marginal test.
@@ -211,6 +235,17 @@ impl OodStats {
             return Verdict::OutOfDistribution {
                 atypical_marginal: false,
                 atypical_complexity: true,
+                atypical_latent: false,
+            };
+        }
+        // NaN fails this test too.
+        if let (Some(test), Some(value)) = (&self.latent, latent)
+            && (value.is_nan() || value > test.threshold)
+        {
+            return Verdict::OutOfDistribution {
+                atypical_marginal: false,
+                atypical_complexity: false,
+                atypical_latent: true,
             };
         }
         let min_log_posterior = self.min_posterior.ln();
@@ -229,6 +264,7 @@ impl OodStats {
             0 => Verdict::OutOfDistribution {
                 atypical_marginal: false,
                 atypical_complexity: false,
+                atypical_latent: false,
             },
             1 => Verdict::Confident { class: agreeing[0] },
             _ => Verdict::Ambiguous { classes: agreeing },
@@ -287,6 +323,48 @@ impl OodStats {
                 alpha_complexity: self.alpha_complexity,
             });
         }
+        if let Some(test) = &self.latent {
+            let what = if !(test.alpha > 0.0 && test.alpha < 1.0) {
+                Some(format!("its rate {} is not in (0, 1)", test.alpha))
+            } else if !(test.threshold.is_finite() && test.threshold >= 0.0) {
+                Some(format!(
+                    "its threshold {} is not a finite number >= 0",
+                    test.threshold
+                ))
+            } else if test.gaussian.class_means.len() != classes {
+                Some(format!(
+                    "{} class means for {classes} classes",
+                    test.gaussian.class_means.len()
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(OodCheckError::Latent { what });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`OodStats::check`], and the latent test's Gaussian against the model's latent:
+    /// `dims` dimensions (`D`) of which `class_dims` carry the class (`n_loss_dims`).
+    ///
+    /// # Errors
+    /// The first [`OodCheckError`] found.
+    pub fn check_model(
+        &self,
+        classes: usize,
+        dims: usize,
+        class_dims: usize,
+    ) -> Result<(), OodCheckError> {
+        self.check(classes)?;
+        if let Some(test) = &self.latent {
+            test.gaussian
+                .check(classes, dims, class_dims)
+                .map_err(|e| OodCheckError::Latent {
+                    what: e.to_string(),
+                })?;
+        }
         Ok(())
     }
 
@@ -298,9 +376,16 @@ impl OodStats {
     /// ([`OodCheckError::ClassThreshold`]) or no finite scores;
     /// [`OodCheckError::Complexity`] when a complexity rate is given without complexity
     /// scores (or the reverse).
+    ///
+    /// The latent test is fitted when `latent` holds a Gaussian (fitted on other
+    /// in-distribution images, [`LatentGaussian::fit`]), `settings.alpha_latent` is set and
+    /// `data.latent` holds each calibration image's statistic under it: its threshold is
+    /// their `1 − alpha_latent` quantile. [`OodCheckError::Latent`] when only some of the
+    /// three are given.
     pub fn fit(
         settings: &FitSettings,
         data: &Calibration<'_>,
+        latent: Option<LatentGaussian>,
         source: String,
     ) -> Result<Self, OodCheckError> {
         let n = data.labels.len();
@@ -309,6 +394,7 @@ impl OodStats {
             data.class_distances.len(),
             data.log_posteriors.len(),
             data.complexity.map_or(n, <[f64]>::len),
+            data.latent.map_or(n, <[f64]>::len),
         ];
         if lengths.iter().any(|&l| l != n) {
             return Err(OodCheckError::Lengths {
@@ -347,6 +433,30 @@ impl OodStats {
             (Some(a), Some(values)) => Some(quantile(values.to_vec(), a)),
             _ => None,
         };
+        let latent = match (latent, settings.alpha_latent, data.latent) {
+            (None, None, None) => None,
+            (Some(gaussian), Some(alpha), Some(values)) => {
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(OodCheckError::Latent {
+                        what: "a calibration image's latent statistic is not finite".into(),
+                    });
+                }
+                Some(LatentTest {
+                    alpha,
+                    threshold: quantile(values.to_vec(), 1.0 - alpha),
+                    gaussian,
+                })
+            }
+            (gaussian, alpha, values) => {
+                return Err(OodCheckError::Latent {
+                    what: format!(
+                        "a Gaussian ({}), a rate ({alpha:?}) and calibration statistics ({}) must all be given or none",
+                        if gaussian.is_some() { "given" } else { "none" },
+                        if values.is_some() { "given" } else { "none" }
+                    ),
+                });
+            }
+        };
         let mut stats = OodStats {
             alpha,
             marginal_low: quantile(data.marginal.to_vec(), alpha / 2.0),
@@ -357,6 +467,7 @@ impl OodStats {
             alpha_complexity: settings
                 .alpha_complexity
                 .filter(|_| data.complexity.is_some()),
+            latent,
             images: data.labels.len(),
             false_alarm_rate: 0.0,
             source,
@@ -387,9 +498,14 @@ impl OodStats {
             Some(c) => Some(*c.get(i)?),
             None => None,
         };
+        let latent = match data.latent {
+            Some(c) => Some(*c.get(i)?),
+            None => None,
+        };
         Some(self.verdict(
             *data.marginal.get(i)?,
             complexity,
+            latent,
             data.class_distances.get(i)?,
             data.log_posteriors.get(i)?,
         ))
@@ -405,23 +521,57 @@ pub struct FitSettings {
     pub alpha_complexity: Option<f64>,
     /// The least posterior of a class that agrees with an input.
     pub min_posterior: f64,
+    /// The latent test's rate; `None`: no latent test.
+    pub alpha_latent: Option<f64>,
+}
+
+/// The latent test: the input's latent must lie no farther from the nearest class than
+/// `1 − alpha` of real images' latents do, under a Gaussian refitted on real latents
+/// ([`LatentGaussian`]; the statistic is [`LatentGaussian::statistic`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatentTest {
+    /// The test's false-alarm rate.
+    pub alpha: f64,
+    /// The `1 − alpha` quantile of the statistic over the calibration images.
+    pub threshold: f64,
+    /// The Gaussian, fitted on other in-distribution images than the calibration ones.
+    pub gaussian: LatentGaussian,
 }
 
 impl Default for FitSettings {
     /// The rates of the shipped model: 1 % for the marginal test, 1 % for each class
-    /// test, 3 % for the complexity test. They add up to 5 %: by the union bound, at most
-    /// about 5 % of correctly classified in-distribution inputs are called out of
-    /// distribution whatever the tests' correlation (the class test may also reject a
-    /// misclassified input). A class agrees from 10 % of the posterior. `docs/ood.md`
-    /// says what they catch and miss, measured.
+    /// test, 1 % for the complexity test and 2 % for the latent test. They add up to 5 %:
+    /// by the union bound, at most about 5 % of correctly classified in-distribution
+    /// inputs are called out of distribution whatever the tests' correlation (the class
+    /// test may also reject a misclassified input). A class agrees from 10 % of the
+    /// posterior. `docs/ood.md` says what they catch and miss, measured.
     fn default() -> Self {
+        Self {
+            alpha: 0.01,
+            alpha_complexity: Some(0.01),
+            min_posterior: 0.1,
+            alpha_latent: Some(0.02),
+        }
+    }
+}
+
+impl FitSettings {
+    /// The rates without a latent test (for callers that have no fitting latents): 1 %
+    /// marginal, 1 % per class, 3 % complexity, adding up to 5 % as in
+    /// [`FitSettings::default`].
+    pub fn without_latent() -> Self {
         Self {
             alpha: 0.01,
             alpha_complexity: Some(0.03),
             min_posterior: 0.1,
+            alpha_latent: None,
         }
     }
 }
+
+/// The rank of the latent test's covariance that `trustgc fit-ood` fits by default.
+pub const DEFAULT_LATENT_RANK: usize = 64;
 
 /// Scores of calibration inputs (in-distribution images with labels), one entry per
 /// image in each slice.
@@ -436,6 +586,8 @@ pub struct Calibration<'a> {
     pub class_distances: &'a [Vec<f64>],
     /// `log p(y|x)` per class.
     pub log_posteriors: &'a [Vec<f64>],
+    /// [`LatentGaussian::statistic`] of each image's latent; `None` without a latent test.
+    pub latent: Option<&'a [f64]>,
     /// The true classes.
     pub labels: &'a [usize],
 }
@@ -485,15 +637,17 @@ mod tests {
             alpha,
             alpha_complexity: None,
             min_posterior: 0.1,
+            alpha_latent: None,
         };
         let data = Calibration {
             marginal: &marginal,
             complexity: None,
             class_distances: &distances,
             log_posteriors: &posteriors,
+            latent: None,
             labels,
         };
-        OodStats::fit(&settings, &data, "synthetic".into())
+        OodStats::fit(&settings, &data, None, "synthetic".into())
     }
 
     #[test]
@@ -510,7 +664,7 @@ mod tests {
         // At most the two tails of the marginal and one class tail fail: ≤ 2·alpha here.
         assert!(stats.false_alarm_rate <= 0.04, "{}", stats.false_alarm_rate);
         let verdict =
-            |marginal: f64, d: &[f64]| stats.verdict(marginal, None, d, &log_posterior(d));
+            |marginal: f64, d: &[f64]| stats.verdict(marginal, None, None, d, &log_posterior(d));
         assert_eq!(verdict(-1.2, &[1.0, 3.0]), Verdict::Confident { class: 0 });
         assert_eq!(verdict(-1.2, &[3.0, 1.0]), Verdict::Confident { class: 1 });
         // Both classes near, posteriors 0.51 and 0.49: ambiguous, likelier first.
@@ -531,6 +685,7 @@ mod tests {
                 Verdict::OutOfDistribution {
                     atypical_marginal: true,
                     atypical_complexity: false,
+                    atypical_latent: false,
                 },
                 "{marginal}"
             );
@@ -541,6 +696,7 @@ mod tests {
             Verdict::OutOfDistribution {
                 atypical_marginal: false,
                 atypical_complexity: false,
+                atypical_latent: false,
             }
         );
         // Fitted statistics pass their own check; statistics of another model do not.
@@ -576,20 +732,22 @@ mod tests {
             alpha: 0.02,
             alpha_complexity: Some(0.05),
             min_posterior: 0.1,
+            alpha_latent: None,
         };
         let data = Calibration {
             marginal: &marginal,
             complexity: Some(&complexity),
             class_distances: &distances,
             log_posteriors: &posteriors,
+            latent: None,
             labels: &labels,
         };
-        let stats = OodStats::fit(&settings, &data, "synthetic".into()).unwrap();
+        let stats = OodStats::fit(&settings, &data, None, "synthetic".into()).unwrap();
         let low = stats.complexity_low.unwrap();
         assert!((low - (1.0 + 0.05 * 1.99)).abs() < 1e-9, "{low}");
         assert_eq!(stats.alpha_complexity, Some(0.05));
         let d = [1.0, 3.0];
-        let verdict = |c: Option<f64>| stats.verdict(-1.2, c, &d, &log_posterior(&d));
+        let verdict = |c: Option<f64>| stats.verdict(-1.2, c, None, &d, &log_posterior(&d));
         assert_eq!(verdict(Some(2.0)), Verdict::Confident { class: 0 });
         // Unknown complexity (a tensor input): the test is skipped.
         assert_eq!(verdict(None), Verdict::Confident { class: 0 });
@@ -599,6 +757,7 @@ mod tests {
                 Verdict::OutOfDistribution {
                     atypical_marginal: false,
                     atypical_complexity: true,
+                    atypical_latent: false,
                 }
             );
         }
@@ -608,7 +767,7 @@ mod tests {
             ..data
         };
         assert!(matches!(
-            OodStats::fit(&settings, &no_scores, String::new()),
+            OodStats::fit(&settings, &no_scores, None, String::new()),
             Err(OodCheckError::Complexity { .. })
         ));
         let short = Calibration {
@@ -616,7 +775,7 @@ mod tests {
             ..data
         };
         assert!(matches!(
-            OodStats::fit(&settings, &short, String::new()),
+            OodStats::fit(&settings, &short, None, String::new()),
             Err(OodCheckError::Lengths { .. })
         ));
         assert_eq!(stats.verdict_of(&short, labels.len() - 1), None);
@@ -673,6 +832,109 @@ mod tests {
         assert!(matches!(
             everything.check(2),
             Err(OodCheckError::ImplausibleRange { .. })
+        ));
+    }
+
+    /// A one-dimension-per-part Gaussian for two classes (the statistic is not used by
+    /// these tests, only stored).
+    fn tiny_gaussian() -> LatentGaussian {
+        LatentGaussian {
+            class_dims: 1,
+            class_means: vec![vec![0.0], vec![1.0]],
+            shared_mean: vec![0.0],
+            components: vec![vec![1.0, 0.0]],
+            variances: vec![1.0],
+            residual_variance: 1.0,
+            images: 2,
+        }
+    }
+
+    #[test]
+    fn the_latent_test_flags_latents_farther_than_real_ones() {
+        let (marginal, distances, posteriors, labels) = calibration();
+        // Calibration statistics 0.5 ..= 2.49.
+        let latent: Vec<f64> = (0..labels.len()).map(|i| 0.5 + i as f64 / 100.0).collect();
+        let settings = FitSettings {
+            alpha: 0.02,
+            alpha_complexity: None,
+            min_posterior: 0.1,
+            alpha_latent: Some(0.05),
+        };
+        let data = Calibration {
+            marginal: &marginal,
+            complexity: None,
+            class_distances: &distances,
+            log_posteriors: &posteriors,
+            latent: Some(&latent),
+            labels: &labels,
+        };
+        let stats =
+            OodStats::fit(&settings, &data, Some(tiny_gaussian()), "synthetic".into()).unwrap();
+        let test = stats.latent.as_ref().unwrap();
+        assert!(
+            (test.threshold - (0.5 + 0.95 * 1.99)).abs() < 1e-9,
+            "{}",
+            test.threshold
+        );
+        assert_eq!(test.alpha, 0.05);
+        // Its 5 % of calibration images add to the others' false alarms (≤ 2·alpha).
+        assert!(stats.false_alarm_rate > 0.04 && stats.false_alarm_rate <= 0.09);
+        let d = [1.0, 3.0];
+        let verdict = |l: Option<f64>| stats.verdict(-1.2, None, l, &d, &log_posterior(&d));
+        assert_eq!(verdict(Some(1.0)), Verdict::Confident { class: 0 });
+        assert_eq!(
+            verdict(None),
+            Verdict::Confident { class: 0 },
+            "not computed: skipped"
+        );
+        for l in [3.0, f64::NAN] {
+            assert_eq!(
+                verdict(Some(l)),
+                Verdict::OutOfDistribution {
+                    atypical_marginal: false,
+                    atypical_complexity: false,
+                    atypical_latent: true,
+                },
+                "{l}"
+            );
+        }
+        // The statistics check the Gaussian against the model.
+        assert_eq!(stats.check_model(2, 2, 1), Ok(()));
+        assert!(matches!(
+            stats.check_model(2, 3, 1),
+            Err(OodCheckError::Latent { .. })
+        ));
+        let mut broken = stats.clone();
+        broken.latent.as_mut().unwrap().alpha = 1.5;
+        assert!(matches!(broken.check(2), Err(OodCheckError::Latent { .. })));
+        let mut broken = stats.clone();
+        broken.latent.as_mut().unwrap().threshold = f64::NAN;
+        assert!(matches!(broken.check(2), Err(OodCheckError::Latent { .. })));
+        let back: OodStats = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
+        assert_eq!(back, stats);
+        // A rate without a Gaussian, a Gaussian without statistics, non-finite
+        // statistics: errors, not a silently missing test.
+        assert!(matches!(
+            OodStats::fit(&settings, &data, None, String::new()),
+            Err(OodCheckError::Latent { .. })
+        ));
+        let no_values = Calibration {
+            latent: None,
+            ..data
+        };
+        assert!(matches!(
+            OodStats::fit(&settings, &no_values, Some(tiny_gaussian()), String::new()),
+            Err(OodCheckError::Latent { .. })
+        ));
+        let mut nan = latent.clone();
+        nan[7] = f64::NAN;
+        let with_nan = Calibration {
+            latent: Some(&nan),
+            ..data
+        };
+        assert!(matches!(
+            OodStats::fit(&settings, &with_nan, Some(tiny_gaussian()), String::new()),
+            Err(OodCheckError::Latent { .. })
         ));
     }
 }
