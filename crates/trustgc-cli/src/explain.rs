@@ -912,7 +912,9 @@ fn both_or_neither_picture(
     d: f64,
     title: &str,
 ) -> Result<Vec<u8>, PlotError> {
-    use plotters::prelude::{ChartBuilder, Circle, LineSeries, PathElement, Polygon, Text};
+    use plotters::prelude::{
+        ChartBuilder, Circle, EmptyElement, LineSeries, PathElement, Polygon, Text,
+    };
     use plotters::style::WHITE;
     let mut low = points
         .iter()
@@ -1001,19 +1003,42 @@ fn both_or_neither_picture(
                 )?
                 .label(judged.label())
                 .legend(move |(x, y)| Circle::new((x + 10, y), 5, colour.filled()));
-            // Names for the points that are not simply confident (those crowd the diagonal).
-            chart.draw_series(
-                mine.iter()
-                    .filter(|p| p.judged != Judged::Confident)
-                    .map(|p| {
-                        Text::new(
-                            p.label.clone(),
-                            (p.top, p.second),
-                            text_style(LABEL_SIZE - 4, &INK, Pos::new(HPos::Left, VPos::Bottom)),
-                        )
-                    }),
-            )?;
         }
+        // Names for the points that are not simply confident (those crowd the diagonal),
+        // each moved up or down by whole lines until it overlaps no name placed before it.
+        let size = LABEL_SIZE - 4;
+        let line = size as i32 + 1;
+        let named: Vec<&Scored> = points
+            .iter()
+            .filter(|p| p.judged != Judged::Confident)
+            .collect();
+        let mut placed: Vec<[i32; 4]> = Vec::new();
+        let mut offsets = Vec::with_capacity(named.len());
+        for p in &named {
+            let (x, y) = chart.backend_coord(&(p.top, p.second));
+            let width = text_width(&p.label, size) as i32;
+            let boxed = |dy: i32| [x + 4, y + dy - line, x + 4 + width, y + dy];
+            let overlaps = |b: &[i32; 4]| {
+                placed
+                    .iter()
+                    .any(|o| b[0] < o[2] && o[0] < b[2] && b[1] < o[3] && o[1] < b[3])
+            };
+            let dy = [0, -1, 1, -2, 2, -3, 3, -4, 4]
+                .iter()
+                .map(|k| -2 + k * line)
+                .find(|&dy| !overlaps(&boxed(dy)))
+                .unwrap_or(-2);
+            placed.push(boxed(dy));
+            offsets.push((4, dy));
+        }
+        chart.draw_series(named.iter().zip(offsets).map(|(p, offset)| {
+            EmptyElement::at((p.top, p.second))
+                + Text::new(
+                    p.label.clone(),
+                    offset,
+                    text_style(size, &INK, Pos::new(HPos::Left, VPos::Bottom)),
+                )
+        }))?;
         chart
             .configure_series_labels()
             .position(plotters::chart::SeriesLabelPosition::UpperLeft)

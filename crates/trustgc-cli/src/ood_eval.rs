@@ -477,13 +477,13 @@ pub fn ood_eval(args: OodEvalArgs) -> Result<(), BoxError> {
                 .unwrap_or_else(|| "-".into())
         );
         println!(
-            "  {:<18} {:>22} {:>22} {:>22} {:>22}",
+            "  {:<19} {:>21} {:>22} {:>22} {:>22}",
             "score", "AUROC", "AUPR-in", "AUPR-out", "FPR@95%TPR"
         );
         for (kind, r) in report {
             let cell = |v: f64, ci: String| format!("{v:.3}{ci}");
             println!(
-                "  {:<18} {:>22} {:>22} {:>22} {:>22}",
+                "  {:<19} {:>21} {:>22} {:>22} {:>22}",
                 kind.name(),
                 cell(r.auroc, interval(r, |c| c.auroc)),
                 cell(r.aupr_in, interval(r, |c| c.aupr_in)),

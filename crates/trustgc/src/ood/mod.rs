@@ -138,7 +138,7 @@ pub const MAX_LOG_DENSITY_PER_DIM: f64 = 1e4;
 /// Reference statistics of in-distribution data for the typicality tests, stored as
 /// `ood.json` beside a model (`trustgc fit-ood` computes them).
 ///
-/// Three typicality tests, each with thresholds that are quantiles of the calibration
+/// Four typicality tests, each with thresholds that are quantiles of the calibration
 /// images' scores:
 ///
 /// - the marginal test: `log p(x)/D` (nats per dimension) must lie in the range holding
@@ -152,6 +152,13 @@ pub const MAX_LOG_DENSITY_PER_DIM: f64 = 1e4;
 ///   measures what the model knows about its own data (Serrà et al. 2020). One-sided: an
 ///   input the model explains far better than PNG does is not suspicious for that;
 ///   noise, which PNG cannot compress, is caught by the marginal test;
+/// - the latent test (when `latent` is set and the latent is computed): the latent's
+///   squared Mahalanobis distance per dimension to the nearest class, under a Gaussian
+///   refitted on real images' latents ([`LatentGaussian`]), must not exceed the
+///   `1 − alpha` quantile ([`LatentTest`]) of the calibration images'. The model's own
+///   Gaussian is an assumption the trained flow does not meet; the refitted one knows
+///   which directions real latents use. It catches other image families whose
+///   likelihood looks typical (letters, characters, digits: see `docs/ood.md`);
 /// - the class test of class `y`: the latent's distance from the class mean,
 ///   `‖z_fc − μ_y‖² / n_loss_dims` ([`Likelihoods::class_distances`](crate::Likelihoods::class_distances)), must not exceed the
 ///   `1 − alpha` quantile of that distance over calibration images of class `y`.
@@ -164,8 +171,9 @@ pub const MAX_LOG_DENSITY_PER_DIM: f64 = 1e4;
 ///
 /// A class *agrees* with an input when the input passes that class's test and the class
 /// holds at least `min_posterior` of the posterior. The verdict: out of distribution when
-/// the marginal or the complexity test fails or no class agrees; confident when exactly
-/// one class agrees; ambiguous when several do.
+/// the marginal, complexity or latent test fails (checked in that order; the verdict
+/// names the first that fails) or no class agrees; confident when exactly one class
+/// agrees; ambiguous when several do.
 /// The rate of calibration images whose verdict is not "confident in their own class"
 /// (misclassified, ambiguous or called out of distribution) is `false_alarm_rate`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
