@@ -18,7 +18,7 @@
 //!   and come back). The last iterate is returned.
 //! - **Adaptive PGD** (Tramèr et al. 2020, "On Adaptive Attacks to Adversarial Example
 //!   Defenses": attack the detector too). PGD on
-//!   `L_adaptive(x) = min(L(x), cap) − λ · (P_marginal(x) + P_class(x))` where
+//!   `L_adaptive(x) = min(L(x), cap) − λ · (P_marginal(x) + P_class(x) + P_latent(x))` where
 //!   - `P_marginal = (relu(l' − m(x)) + relu(m(x) − h')) / (h − l)` with `m(x) = log p(x)/D`
 //!     and `[l, h]` the typical range of `ood.json`, shrunk by `margin · (h − l)` on each
 //!     side to `[l', h']`: zero inside the typical range, growing outside it;
@@ -26,13 +26,18 @@
 //!     n_loss_dims` the class test's distance to the most probable wrong class `t` (chosen
 //!     again at every step) and `τ_t` that class's threshold: zero when `t` would pass
 //!     its class test;
+//!   - `P_latent = relu(s_t(x) − (1 − margin) · θ) / θ`, with `s_t` the latent test's
+//!     statistic for class `t` (the squared Mahalanobis distance per dimension under the
+//!     refitted Gaussian) and `θ` its threshold: zero when the latent would pass the
+//!     latent test near `t` (present when `ood.json` holds a latent test);
 //!   - `cap` stops the push on the posterior once the true class is unlikely enough
 //!     (`p(y|x) ≤ e^{−cap}`), so that the remaining steps go to the typicality terms.
 //!
 //!   The complexity test's PNG size is not differentiable and is not in the loss; the
 //!   attack meets it only through `log p(x)`. Of the iterates, each image keeps the last
-//!   one that was misclassified with a typical `log p(x)` and a wrong class passing its
-//!   class test (the verdict's differentiable part); the last iterate otherwise.
+//!   one that was misclassified with a typical `log p(x)`, a latent passing the latent
+//!   test and a wrong class passing its class test (the verdict's differentiable part);
+//!   the last iterate otherwise.
 //!
 //! Every iterate stays in the ε-ball and `[0, 1]`; [`Attacker::attack_images`] rounds the
 //! result to 8 bits within the same ball (`⌊e⌋` levels around each clean pixel).
@@ -237,7 +242,87 @@ pub struct Attacker<B: AutodiffBackend> {
     classes: usize,
     n_loss_dims: usize,
     total_dims: usize,
+    /// The latent test's Gaussian as tensors, when the statistics hold one.
+    latent: Option<LatentTensors<B>>,
     device: B::Device,
+}
+
+/// The latent test's Gaussian ([`crate::ood::LatentGaussian`]) on the device, for the
+/// adaptive attack's penalty.
+#[derive(Debug, Clone)]
+struct LatentTensors<B: Backend> {
+    /// `[classes, D]`: each class's full mean (class part, then the shared part).
+    means: Tensor<B, 2>,
+    /// `[rank, D]`.
+    components: Tensor<B, 2>,
+    /// `[rank]`: `1/λ_j − 1/σ²`.
+    weights: Tensor<B, 1>,
+    /// `1/σ²`.
+    residual: f64,
+}
+
+impl<B: Backend> LatentTensors<B> {
+    fn new(gaussian: &crate::ood::LatentGaussian, device: &B::Device) -> Self {
+        let d = gaussian.dims();
+        let k = gaussian.class_means.len();
+        let rank = gaussian.components.len();
+        let means: Vec<f32> = gaussian
+            .class_means
+            .iter()
+            .flat_map(|m| m.iter().chain(&gaussian.shared_mean).copied())
+            .collect();
+        let components: Vec<f32> = gaussian.components.iter().flatten().copied().collect();
+        let residual = 1.0 / gaussian.residual_variance;
+        let weights: Vec<f32> = gaussian
+            .variances
+            .iter()
+            .map(|v| (1.0 / v - residual) as f32)
+            .collect();
+        Self {
+            means: Tensor::from_data(TensorData::new(means, [k, d]), device),
+            components: Tensor::from_data(TensorData::new(components, [rank, d]), device),
+            weights: Tensor::from_data(TensorData::new(weights, [rank]), device),
+            residual,
+        }
+    }
+
+    /// The statistic of [`crate::ood::LatentGaussian::statistic`] for every class (not
+    /// only the nearest), `[batch, classes]`, differentiable in `z` (`[batch, D]`).
+    fn per_class(&self, z: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [n, d] = z.dims();
+        let k = self.means.dims()[0];
+        let rank = self.components.dims()[0];
+        // ‖z − m_y‖² = ‖z‖² + ‖m_y‖² − 2 z·m_y.
+        let squared = z
+            .clone()
+            .square()
+            .sum_dim(1)
+            .add(self.means.clone().square().sum_dim(1).transpose())
+            .sub(
+                z.clone()
+                    .matmul(self.means.clone().transpose())
+                    .mul_scalar(2.0),
+            );
+        // (z − m_y)·v_j for every image, class and component: [n, k, rank].
+        let along = z
+            .matmul(self.components.clone().transpose())
+            .reshape([n, 1, rank])
+            .sub(
+                self.means
+                    .clone()
+                    .matmul(self.components.clone().transpose())
+                    .reshape([1, k, rank]),
+            );
+        let weighted = along
+            .square()
+            .mul(self.weights.clone().reshape([1, 1, rank]))
+            .sum_dim(2)
+            .reshape([n, k]);
+        squared
+            .mul_scalar(self.residual)
+            .add(weighted)
+            .div_scalar(d as f64)
+    }
 }
 
 /// What one forward pass tells the adaptive attack, per image.
@@ -246,6 +331,9 @@ struct Forward<B: Backend> {
     log_posterior: Tensor<B, 2>,
     log_marginal_per_dim: Tensor<B, 1>,
     fc_distances: Tensor<B, 2>,
+    /// The latent test's statistic for every class, `[batch, classes]`, when the
+    /// statistics hold a latent test.
+    latent_distances: Option<Tensor<B, 2>>,
 }
 
 impl<B: AutodiffBackend> Attacker<B> {
@@ -264,6 +352,10 @@ impl<B: AutodiffBackend> Attacker<B> {
             classes: config.n_classes,
             n_loss_dims: config.n_loss_dims,
             total_dims: config.total_dims(),
+            latent: classifier
+                .ood()
+                .and_then(|o| o.latent.as_ref())
+                .map(|t| LatentTensors::new(&t.gaussian, classifier.device())),
             device: classifier.device().clone(),
         })
     }
@@ -285,6 +377,9 @@ impl<B: AutodiffBackend> Attacker<B> {
         let log_marginal_per_dim = logsumexp(out.class_log_likelihoods())
             .sub_scalar(k.ln())
             .div_scalar(self.total_dims as f64);
+        let latent_distances = self.latent.as_ref().map(|latent| {
+            latent.per_class(Tensor::cat(vec![out.z_fc.clone(), out.z_conv.clone()], 1))
+        });
         let mu = self.model.head.mu_fc.val();
         let z = out.z_fc.clone();
         let fc_distances = z
@@ -298,6 +393,7 @@ impl<B: AutodiffBackend> Attacker<B> {
             log_posterior: log_softmax(out.logits(), 1),
             log_marginal_per_dim,
             fc_distances,
+            latent_distances,
         }
     }
 
@@ -495,6 +591,13 @@ impl<B: AutodiffBackend> Attacker<B> {
         let log_post = host("the log posteriors", forward.log_posterior.clone())?;
         let marginal = host("log p(x)/D", forward.log_marginal_per_dim.clone())?;
         let distances = host("the class distances", forward.fc_distances.clone())?;
+        let latent = match (&forward.latent_distances, &ood.latent) {
+            (Some(values), Some(test)) => Some((
+                host("the latent statistics", values.clone())?,
+                test.threshold,
+            )),
+            _ => None,
+        };
         let (low, high) = (ood.marginal_low, ood.marginal_high);
         let width = (high - low).max(f64::MIN_POSITIVE);
         let mut wrong = Vec::with_capacity(labels.len());
@@ -510,11 +613,18 @@ impl<B: AutodiffBackend> Attacker<B> {
                 .unwrap_or(y);
             let m = f64::from(marginal[i]);
             let d = f64::from(distances[i * k + predicted]);
+            // The latent test looks at the nearest class, whichever it is.
+            let latent_passes = latent.as_ref().is_none_or(|(values, threshold)| {
+                values[i * k..(i + 1) * k]
+                    .iter()
+                    .any(|&v| f64::from(v) <= *threshold)
+            });
             evades.push(
                 predicted != y
                     && (low..=high).contains(&m)
                     && d <= ood.class_max_distance[predicted]
-                    && f64::from(row[predicted]) >= ood.min_posterior.ln(),
+                    && f64::from(row[predicted]) >= ood.min_posterior.ln()
+                    && latent_passes,
             );
             wrong.push(best_wrong);
         }
@@ -538,9 +648,25 @@ impl<B: AutodiffBackend> Attacker<B> {
         let marginal_penalty = relu(m.clone().neg().add_scalar(low_in))
             .add(relu(m.sub_scalar(high_in)))
             .div_scalar(width);
+        // The latent test: the latent pulled toward the target class under the refitted
+        // Gaussian, as the class penalty pulls `z_fc` toward its mean.
+        let penalties = match (&forward.latent_distances, &ood.latent) {
+            (Some(values), Some(test)) => {
+                let threshold = test.threshold.max(f64::MIN_POSITIVE);
+                let target = values
+                    .clone()
+                    .mul(self.one_hot(&wrong))
+                    .sum_dim(1)
+                    .squeeze_dim::<1>(1);
+                let latent_penalty =
+                    relu(target.sub_scalar(threshold * (1.0 - a.margin))).div_scalar(threshold);
+                marginal_penalty.add(class_penalty).add(latent_penalty)
+            }
+            _ => marginal_penalty.add(class_penalty),
+        };
         let loss = cross_entropy
             .clamp_max(a.cap)
-            .sub(marginal_penalty.add(class_penalty).mul_scalar(a.weight));
+            .sub(penalties.mul_scalar(a.weight));
         Ok((loss, evades))
     }
 
@@ -646,4 +772,48 @@ pub fn run_attack<B: AutodiffBackend>(
         detection: super::shift_detection(clean_scores, &scores)?,
         mean_linf_levels,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ood::LatentGaussian;
+    use burn::backend::Flex;
+
+    /// The adaptive attack's tensor form of the latent statistic agrees with the verdict's
+    /// host form: its minimum over classes is [`LatentGaussian::statistic`].
+    #[test]
+    fn the_tensor_latent_statistic_matches_the_verdicts() {
+        let (d, classes) = (10, 3);
+        let value = |i: usize, j: usize| ((i * 31 + j * 17) % 23) as f32 / 7.0 - 1.5;
+        let latents: Vec<Vec<f32>> = (0..90)
+            .map(|i| {
+                (0..d)
+                    .map(|j| value(i, j) * (1.0 + (j % 3) as f32))
+                    .collect()
+            })
+            .collect();
+        let labels: Vec<usize> = (0..90).map(|i| i % classes).collect();
+        let gaussian = LatentGaussian::fit(&latents, &labels, classes, 4, 3).unwrap();
+        let device = Default::default();
+        let tensors = LatentTensors::<Flex>::new(&gaussian, &device);
+        let probes: Vec<Vec<f32>> = (0..5)
+            .map(|i| (0..d).map(|j| value(i + 200, j) * 2.0).collect())
+            .collect();
+        let z = Tensor::<Flex, 2>::from_data(
+            TensorData::new(probes.concat(), [probes.len(), d]),
+            &device,
+        );
+        let per_class: Vec<f32> = tensors.per_class(z).into_data().into_vec().unwrap();
+        for (i, probe) in probes.iter().enumerate() {
+            let min = per_class[i * classes..(i + 1) * classes]
+                .iter()
+                .fold(f64::INFINITY, |m, &v| m.min(f64::from(v)));
+            let host = gaussian.statistic(probe);
+            assert!(
+                (min - host).abs() <= 1e-4 * host.abs().max(1.0),
+                "probe {i}: tensor {min} vs host {host}"
+            );
+        }
+    }
 }
