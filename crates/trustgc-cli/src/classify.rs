@@ -83,9 +83,10 @@ pub struct FitOodArgs {
     #[arg(long, default_value_t = FitSettings::default().alpha)]
     alpha: f64,
     /// The false-alarm rate of the complexity test (the model against a PNG encoder;
-    /// docs/ood.md).
-    #[arg(long, default_value_t = FitSettings::default().alpha_complexity.unwrap_or(0.03))]
-    alpha_complexity: f64,
+    /// docs/ood.md) [default: 0.01 with a latent test, 0.03 without one (--no-latent,
+    /// photo models): the rates add up to 5 % either way]
+    #[arg(long)]
+    alpha_complexity: Option<f64>,
     /// Fit no complexity test (verdicts as before it existed).
     #[arg(long)]
     no_complexity: bool,
@@ -389,6 +390,32 @@ fn photo_likelihoods<B: burn::tensor::backend::Backend>(
     Ok((results, labels, bits))
 }
 
+/// Refuses a latent test that cannot be fitted or stored, before any image is read: a
+/// latent beyond [`trustgc::ood::latent::MAX_LATENT_DIMS`], a rank outside `1..D`, or a
+/// Gaussian whose `ood.json` would pass the 16 MiB a model folder's JSON file may hold
+/// (about 24 bytes per number as written).
+fn check_latent_size(config: &trustgc::GcConfig, rank: usize) -> Result<(), BoxError> {
+    let d = config.total_dims();
+    let max = trustgc::ood::latent::MAX_LATENT_DIMS;
+    if d > max {
+        return Err(format!(
+            "the latent test needs a latent of at most {max} dimensions; this model's has {d}: fit with --no-latent"
+        )
+        .into());
+    }
+    if rank == 0 || rank >= d {
+        return Err(format!("--latent-rank {rank} must be between 1 and {}", d - 1).into());
+    }
+    let numbers = (rank + config.n_classes) * d + d;
+    if numbers.saturating_mul(24) > 12 << 20 {
+        return Err(format!(
+            "--latent-rank {rank}: the Gaussian ({numbers} numbers) would make ood.json larger than a model folder may hold; use a smaller rank"
+        )
+        .into());
+    }
+    Ok(())
+}
+
 struct FitOodTask {
     args: FitOodArgs,
 }
@@ -419,6 +446,7 @@ impl BackendTask for FitOodTask {
             _ => {
                 let (results, images) = idx_likelihoods(&classifier, &args.data, &args.split)?;
                 if !args.no_latent {
+                    check_latent_size(&config, args.latent_rank)?;
                     if args.latent_split == args.split {
                         return Err(format!(
                             "--latent-split {} is the calibration split: the Gaussian must be fitted on other images than those that set its threshold",
@@ -431,7 +459,13 @@ impl BackendTask for FitOodTask {
                         &args.data,
                         &args.latent_split,
                         Some(args.latent_images),
-                    )?;
+                    )
+                    .map_err(|e| {
+                        format!(
+                            "the latent test's fitting images (--latent-split {}): {e} (--no-latent fits the other tests without it)",
+                            args.latent_split
+                        )
+                    })?;
                     let gaussian = LatentGaussian::fit(
                         &fit,
                         &fit_labels,
@@ -502,15 +536,25 @@ impl BackendTask for FitOodTask {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
+        // The default rates add up to 5 % with or without the latent test.
+        let defaults = if latents.is_some() {
+            FitSettings::default()
+        } else {
+            FitSettings::without_latent()
+        };
+        let alpha_complexity = args
+            .alpha_complexity
+            .or(defaults.alpha_complexity)
+            .unwrap_or(0.03);
         let settings = FitSettings {
             alpha: args.alpha,
-            alpha_complexity: (!args.no_complexity).then_some(args.alpha_complexity),
+            alpha_complexity: (!args.no_complexity).then_some(alpha_complexity),
             min_posterior: args.min_posterior,
             alpha_latent: latents.as_ref().map(|_| args.alpha_latent),
         };
         let latent_statistics: Option<Vec<f64>> = latents
             .as_ref()
-            .map(|(gaussian, own)| own.iter().map(|z| gaussian.statistic(z)).collect());
+            .map(|(gaussian, own)| gaussian.statistics(own));
         let all = Calibration {
             marginal: &marginal,
             complexity: complexity_bits.is_some().then_some(complexity.as_slice()),
@@ -557,12 +601,10 @@ pub fn fit_ood(args: FitOodArgs) -> Result<(), BoxError> {
     if !(args.alpha > 0.0 && args.alpha < 1.0) {
         return Err(format!("--alpha {} must be between 0 and 1", args.alpha).into());
     }
-    if !(args.alpha_complexity > 0.0 && args.alpha_complexity < 1.0) {
-        return Err(format!(
-            "--alpha-complexity {} must be between 0 and 1",
-            args.alpha_complexity
-        )
-        .into());
+    if let Some(alpha) = args.alpha_complexity
+        && !(alpha > 0.0 && alpha < 1.0)
+    {
+        return Err(format!("--alpha-complexity {alpha} must be between 0 and 1").into());
     }
     if !(args.alpha_latent > 0.0 && args.alpha_latent < 1.0) {
         return Err(format!(

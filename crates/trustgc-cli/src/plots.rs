@@ -559,23 +559,8 @@ mod tests {
         dir
     }
 
-    /// SplitMix64: deterministic pseudo-random numbers in `[0, 1)`.
-    struct Rng(u64);
-    impl Rng {
-        fn uniform(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        }
-        /// A standard normal (Box–Muller).
-        fn normal(&mut self) -> f64 {
-            let u = 1.0 - self.uniform();
-            let v = self.uniform();
-            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-        }
-    }
+    // SplitMix64: deterministic pseudo-random numbers.
+    use trustgc::core::rng::SplitMix64 as Rng;
 
     /// Three OoD sets, nearer and nearer the in-distribution one; 5,000 scores each.
     fn sample_curves() -> Vec<(String, f64, Vec<RocPoint>)> {

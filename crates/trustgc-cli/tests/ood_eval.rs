@@ -241,7 +241,8 @@ fn fit_ood_adds_a_latent_test_that_the_model_folder_then_uses() {
         serde_json::to_string(&broken).unwrap(),
     )
     .unwrap();
-    // (Its checksum no longer matches either; either check names ood.json.)
+    // The checksums are rewritten, so that the shape check, not the checksum, refuses it.
+    trustgc::weights::model_dir::write_manifest(&model).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_trustgc"))
         .args(["classify", "--model", model.to_str().unwrap()])
         .arg(root().join("examples/images/bag.png"))
@@ -250,4 +251,5 @@ fn fit_ood_adds_a_latent_test_that_the_model_folder_then_uses() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ood.json"), "{stderr}");
+    assert!(stderr.contains("its Gaussian"), "the shape check: {stderr}");
 }

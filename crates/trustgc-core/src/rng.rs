@@ -7,6 +7,49 @@
 //! bit mask that covers the bound, one 32-bit draw per try). [`legacy_permutation`]
 //! reproduces that sequence exactly; the golden files check it for 768 and 3072 elements.
 
+/// SplitMix64 (Steele, Lea and Flood, 2014): a tiny, well-mixed, deterministic generator,
+/// for the library's own draws (bootstrap resamples, sampling noise, test data). The
+/// state is the seed; every draw first adds the golden-ratio increment.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`, 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal (Box–Muller, the cosine half; two uniforms per draw).
+    pub fn normal(&mut self) -> f64 {
+        let u = 1.0 - self.uniform();
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    /// Uniform in `0..n` (`n > 0`), unbiased (Lemire, "Fast Random Integer Generation in
+    /// an Interval", 2019).
+    pub fn below(&mut self, n: usize) -> usize {
+        let n = n as u64;
+        let mut product = u128::from(self.next_u64()) * u128::from(n);
+        if (product as u64) < n {
+            let threshold = n.wrapping_neg() % n;
+            while (product as u64) < threshold {
+                product = u128::from(self.next_u64()) * u128::from(n);
+            }
+        }
+        (product >> 64) as usize
+    }
+}
+
 /// The MT19937 Mersenne Twister, as numpy's legacy `RandomState` uses it.
 #[derive(Clone, Debug)]
 pub struct Mt19937 {

@@ -592,7 +592,7 @@ impl<B: Backend> Classifier<B> {
             match self.ood.as_ref().and_then(|o| o.latent.as_ref()) {
                 Some(test) => {
                     let latents = latents_of(&out.z_fc, &out.z_conv)?;
-                    Some(latents.iter().map(|z| test.gaussian.statistic(z)).collect())
+                    Some(test.gaussian.statistics(&latents))
                 }
                 None => None,
             };

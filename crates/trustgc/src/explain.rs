@@ -883,24 +883,8 @@ pub fn image_to_input(spec: &InputSpec, image: &ModelImage) -> Result<Vec<f32>, 
     })
 }
 
-/// SplitMix64 with Box–Muller normals: the samples' noise, the same on every backend.
-struct Noise(u64);
-
-impl Noise {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.uniform();
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
+// SplitMix64 with Box–Muller normals: the samples' noise, the same on every backend.
+use trustgc_core::rng::SplitMix64 as Noise;
 
 /// `log p(b | x(t)) = log_softmax_b(s + t·h)` with `h_y = μ_y·Δ / T` (module docs).
 struct PosteriorPath<'a> {

@@ -21,6 +21,7 @@ use common::{
     fashion_mnist_test_images as test_images, mini_classifier as mini,
     shipped_classifier as shipped, tensor,
 };
+use trustgc::core::rng::SplitMix64;
 use trustgc::explain::{
     Attribution, AttributionBaseline, AttributionSettings, ExplainError, ExplainSettings,
     ModelImage, OrderCurves, PixelMap, area, spearman,
@@ -249,23 +250,11 @@ fn attribution_requests_are_checked() {
     assert!((curves.deletion_margin[0] - curves.insertion_margin[4]).abs() < 1e-4);
 }
 
-/// Seeded SplitMix64: the random orders of the faithfulness test.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn shuffle(&mut self, v: &mut [usize]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
+/// Seeded SplitMix64: the random orders of the faithfulness test (Fisher–Yates).
+fn shuffle(rng: &mut SplitMix64, v: &mut [usize]) {
+    for i in (1..v.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
     }
 }
 
@@ -352,7 +341,7 @@ fn faithfulness() {
     let mut areas: Vec<Vec<Areas>> = (0..2)
         .map(|_| (0..3).map(|_| Areas::default()).collect())
         .collect();
-    let mut rng = SplitMix(7);
+    let mut rng = SplitMix64(7);
     let mut errors = [Vec::new(), Vec::new(), Vec::new()];
     let mut convergence: Vec<(usize, Vec<f64>)> = [8, 16, 32, 64, 128, 256]
         .iter()
@@ -404,7 +393,7 @@ fn faithfulness() {
         let ig = PixelMap::of(&spec, &attribution.integrated).unwrap();
         let gi = PixelMap::of(&spec, &attribution.gradient_times_input).unwrap();
         let mut random_order: Vec<usize> = (0..ig.values.len()).collect();
-        rng.shuffle(&mut random_order);
+        shuffle(&mut rng, &mut random_order);
         let pixels = classifier.input_images(x.clone()).unwrap().remove(0);
         let counterfactual = classifier
             .input_images(baseline.clone())

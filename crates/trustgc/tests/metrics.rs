@@ -370,23 +370,8 @@ fn report_serializes() {
     assert_eq!(json["ci"]["bootstrap"]["resamples"], 1000);
 }
 
-/// SplitMix64, for synthetic data.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
-    }
-}
+// SplitMix64, for synthetic data.
+use trustgc::core::rng::SplitMix64 as Rng;
 
 /// `n` rows of `k` logits uniform in [-4, 4], and labels drawn from
 /// softmax(logits / temperature).

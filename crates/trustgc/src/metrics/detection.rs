@@ -7,6 +7,7 @@
 //! changes those per-group counts, so each resample costs `O(n_in + n_out)`, not a sort.
 
 use serde::Serialize;
+use trustgc_core::rng::SplitMix64;
 
 use super::{BOOTSTRAP_LEVEL, Metric, MetricsError, SampleSet};
 
@@ -443,32 +444,5 @@ fn quantile(values: &[f64], p: f64) -> f64 {
     match values.get(below + 1) {
         Some(&above) if fraction > 0.0 => values[below] + fraction * (above - values[below]),
         _ => values[below],
-    }
-}
-
-/// SplitMix64 (Steele, Lea and Flood, 2014): a tiny, well-mixed, deterministic generator.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`), unbiased (Lemire, "Fast Random Integer Generation in
-    /// an Interval", 2019).
-    fn below(&mut self, n: usize) -> usize {
-        let n = n as u64;
-        let mut product = u128::from(self.next_u64()) * u128::from(n);
-        if (product as u64) < n {
-            let threshold = n.wrapping_neg() % n;
-            while (product as u64) < threshold {
-                product = u128::from(self.next_u64()) * u128::from(n);
-            }
-        }
-        (product >> 64) as usize
     }
 }

@@ -15,6 +15,7 @@
 //! images where a full `D × D` one would be mostly noise, and it stays small to store.
 
 use serde::{Deserialize, Serialize};
+use trustgc_core::rng::SplitMix64;
 
 /// The largest latent ([`LatentGaussian::fit`] forms its `D × D` covariance).
 pub const MAX_LATENT_DIMS: usize = 4096;
@@ -48,7 +49,23 @@ pub struct LatentGaussian {
 /// Why a [`LatentGaussian`] cannot be fitted or used.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum LatentError {
-    /// No latents, or latents of different lengths.
+    /// No latents to fit on.
+    #[error("no latents to fit the Gaussian on")]
+    Empty,
+    /// Too few images for the rank: the trailing variances would be zero and every input
+    /// off the fitting sample would look infinitely far.
+    #[error(
+        "{images} fitting images for rank {rank} and {classes} classes: needs more than rank + classes"
+    )]
+    TooFewImages {
+        /// Images given.
+        images: usize,
+        /// The rank asked for.
+        rank: usize,
+        /// Classes.
+        classes: usize,
+    },
+    /// Latents of different lengths.
     #[error("latent {index} has {found} values, expected {expected}")]
     Length {
         /// Which latent.
@@ -103,9 +120,10 @@ pub enum LatentError {
 }
 
 impl LatentGaussian {
-    /// `D`, the latent's length.
+    /// `D`, the latent's length (saturating: a hostile `class_dims` cannot overflow it;
+    /// [`LatentGaussian::check`] refuses such a Gaussian).
     pub fn dims(&self) -> usize {
-        self.class_dims + self.shared_mean.len()
+        self.class_dims.saturating_add(self.shared_mean.len())
     }
 
     /// Fits the Gaussian to `latents` (each of length `D`) of in-distribution images
@@ -121,6 +139,9 @@ impl LatentGaussian {
         class_dims: usize,
         rank: usize,
     ) -> Result<Self, LatentError> {
+        if latents.is_empty() {
+            return Err(LatentError::Empty);
+        }
         let d = latents.first().map_or(0, Vec::len);
         if latents.len() != labels.len() || labels.iter().any(|&l| l >= classes) {
             return Err(LatentError::Labels {
@@ -134,6 +155,13 @@ impl LatentGaussian {
                 dims: d,
                 class_dims,
                 rank,
+            });
+        }
+        if latents.len() <= rank + classes {
+            return Err(LatentError::TooFewImages {
+                images: latents.len(),
+                rank,
+                classes,
             });
         }
         for (index, z) in latents.iter().enumerate() {
@@ -191,6 +219,8 @@ impl LatentGaussian {
                 }
             }
         }
+        // Degrees of freedom of the class means' residuals (the shared dimensions have
+        // n − 1; the difference is below 0.1 % at thousands of images).
         let dof = (n - classes as f64).max(1.0);
         for i in 0..d {
             for j in i..d {
@@ -229,7 +259,9 @@ impl LatentGaussian {
     /// [`LatentError::Malformed`] naming the first inconsistency.
     pub fn check(&self, classes: usize, dims: usize, class_dims: usize) -> Result<(), LatentError> {
         let bad = |what: String| Err(LatentError::Malformed { what });
-        if self.class_dims != class_dims || self.dims() != dims {
+        if self.class_dims != class_dims
+            || self.shared_mean.len() != dims.saturating_sub(class_dims)
+        {
             return bad(format!(
                 "it is for {} dimensions ({} class dimensions); the model has {dims} ({class_dims})",
                 self.dims(),
@@ -261,6 +293,22 @@ impl LatentGaussian {
                 "component {i} is not a unit vector of {dims} values"
             ));
         }
+        // Orthogonal, or the statistic counts a direction twice (rank² · D / 2
+        // products, once per load).
+        for i in 0..rank {
+            for j in i + 1..rank {
+                let cos: f64 = self.components[i]
+                    .iter()
+                    .zip(&self.components[j])
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum();
+                if cos.is_nan() || cos.abs() >= 1e-3 {
+                    return bad(format!(
+                        "components {i} and {j} are not orthogonal (cosine {cos})"
+                    ));
+                }
+            }
+        }
         let finite = self
             .class_means
             .iter()
@@ -270,48 +318,99 @@ impl LatentGaussian {
         if !finite {
             return bad("a mean holds a non-finite value".into());
         }
-        if !self
-            .variances
-            .iter()
-            .chain(std::iter::once(&self.residual_variance))
-            .all(|v| v.is_finite() && *v > 0.0)
-        {
-            return bad("a variance is not a positive finite number".into());
+        let all = || {
+            self.variances
+                .iter()
+                .chain(std::iter::once(&self.residual_variance))
+        };
+        let largest = all().copied().fold(0.0, f64::max);
+        // A variance too small for its inverse (or 10⁻¹² of the largest) would make every
+        // input infinitely far: a silently disabled verdict.
+        if !all().all(|v| v.is_finite() && (1.0 / v).is_normal() && *v >= 1e-12 * largest) {
+            return bad(
+                "a variance is not a positive finite number within 10^12 of the largest".into(),
+            );
         }
         Ok(())
     }
 
     /// The test's statistic for one latent: `min_y (z − m_y)ᵀ Σ⁻¹ (z − m_y) / D`, the
-    /// squared Mahalanobis distance to the nearest class, per dimension (about 1 for a
-    /// sample of the fitted Gaussian). NaN when `z` has the wrong length or holds NaN.
+    /// squared Mahalanobis distance per dimension to the nearest class (about 1 for a
+    /// sample of the fitted Gaussian). NaN when `z` has the wrong length or holds NaN, or
+    /// when the Gaussian's shapes are inconsistent ([`LatentGaussian::check`] refuses
+    /// those). For many latents, [`LatentGaussian::statistics`] computes the parts that
+    /// do not depend on `z` once.
     pub fn statistic(&self, z: &[f32]) -> f64 {
+        match self.prepared() {
+            Some(prepared) => prepared.statistic(self, z),
+            None => f64::NAN,
+        }
+    }
+
+    /// [`LatentGaussian::statistic`] of each latent.
+    pub fn statistics(&self, latents: &[Vec<f32>]) -> Vec<f64> {
+        match self.prepared() {
+            Some(prepared) => latents
+                .iter()
+                .map(|z| prepared.statistic(self, z))
+                .collect(),
+            None => vec![f64::NAN; latents.len()],
+        }
+    }
+
+    /// The parts of the statistic that do not depend on the input; `None` when the shapes
+    /// are inconsistent.
+    fn prepared(&self) -> Option<Prepared> {
         let d = self.dims();
+        let l = self.class_dims;
+        let consistent = l <= d
+            && self.components.len() == self.variances.len()
+            && self.components.iter().all(|c| c.len() == d)
+            && self.class_means.iter().all(|m| m.len() == l);
+        if !consistent {
+            return None;
+        }
+        // v_j·m_y for every class and component.
+        let mean_proj = self
+            .class_means
+            .iter()
+            .map(|mean| {
+                self.components
+                    .iter()
+                    .map(|v| {
+                        v.iter()
+                            .zip(mean.iter().chain(&self.shared_mean))
+                            .map(|(&a, &m)| f64::from(a) * f64::from(m))
+                            .sum()
+                    })
+                    .collect()
+            })
+            .collect();
+        Some(Prepared { mean_proj })
+    }
+}
+
+/// [`LatentGaussian::statistic`]'s constants: `v_j·m_y` per class `y` and component `j`.
+struct Prepared {
+    mean_proj: Vec<Vec<f64>>,
+}
+
+impl Prepared {
+    fn statistic(&self, gaussian: &LatentGaussian, z: &[f32]) -> f64 {
+        let d = gaussian.dims();
         if z.len() != d {
             return f64::NAN;
         }
-        let l = self.class_dims;
+        let l = gaussian.class_dims;
         let zf: Vec<f64> = z.iter().map(|&v| f64::from(v)).collect();
-        // Shared parts: the components' projections of z and of the shared mean, and the
-        // squared distance in the shared dimensions.
         let shared_sq: f64 = zf[l..]
             .iter()
-            .zip(&self.shared_mean)
+            .zip(&gaussian.shared_mean)
             .map(|(a, &m)| (a - f64::from(m)).powi(2))
             .sum();
-        let proj_z: Vec<f64> = self.components.iter().map(|v| dot(v, &zf)).collect();
-        let proj_shared: Vec<f64> = self
-            .components
-            .iter()
-            .map(|v| {
-                v[l..]
-                    .iter()
-                    .zip(&self.shared_mean)
-                    .map(|(&a, &m)| f64::from(a) * f64::from(m))
-                    .sum()
-            })
-            .collect();
+        let proj_z: Vec<f64> = gaussian.components.iter().map(|v| dot(v, &zf)).collect();
         let mut best = f64::INFINITY;
-        for mean in &self.class_means {
+        for (mean, mean_proj) in gaussian.class_means.iter().zip(&self.mean_proj) {
             let class_sq: f64 = zf[..l]
                 .iter()
                 .zip(mean)
@@ -320,18 +419,12 @@ impl LatentGaussian {
             let total = class_sq + shared_sq;
             let mut along = 0.0;
             let mut quad = 0.0;
-            for (j, v) in self.components.iter().enumerate() {
-                let mean_proj: f64 = v[..l]
-                    .iter()
-                    .zip(mean)
-                    .map(|(&a, &m)| f64::from(a) * f64::from(m))
-                    .sum::<f64>()
-                    + proj_shared[j];
-                let p = proj_z[j] - mean_proj;
+            for ((p_z, p_m), variance) in proj_z.iter().zip(mean_proj).zip(&gaussian.variances) {
+                let p = p_z - p_m;
                 along += p * p;
-                quad += p * p / self.variances[j];
+                quad += p * p / variance;
             }
-            quad += (total - along).max(0.0) / self.residual_variance;
+            quad += (total - along).max(0.0) / gaussian.residual_variance;
             if quad.is_nan() {
                 return f64::NAN;
             }
@@ -351,20 +444,9 @@ fn dot(v: &[f32], z: &[f64]) -> f64 {
 fn leading_eigen(a: &[f64], d: usize, k: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
     // A block of 2k vectors converges faster for the first k; it cannot exceed d.
     let block = (2 * k).min(d);
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = SplitMix64(0x9E37_79B9_7F4A_7C15);
     let mut q: Vec<Vec<f64>> = (0..block)
-        .map(|_| {
-            (0..d)
-                .map(|_| {
-                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut x = state;
-                    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    x ^= x >> 31;
-                    (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-                })
-                .collect()
-        })
+        .map(|_| (0..d).map(|_| rng.uniform() - 0.5).collect())
         .collect();
     orthonormalize(&mut q);
     let multiply = |q: &[Vec<f64>]| -> Vec<Vec<f64>> {
@@ -548,24 +630,8 @@ mod tests {
         }
     }
 
-    /// SplitMix64 normals (Box–Muller).
-    struct Normals(u64);
-
-    impl Normals {
-        fn uniform(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut x = self.0;
-            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            x ^= x >> 31;
-            ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-
-        fn normal(&mut self) -> f64 {
-            let (u, v) = (self.uniform(), self.uniform());
-            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-        }
-    }
+    // SplitMix64 normals (Box–Muller).
+    use trustgc_core::rng::SplitMix64 as Normals;
 
     /// `D = 12` latents of 3 classes: class means in the first 4 dimensions, standard
     /// deviation 3 along dimension 5, 0.5 along dimensions 6 and 7, 1 elsewhere.
@@ -650,21 +716,37 @@ mod tests {
 
     #[test]
     fn bad_fitting_data_and_malformed_gaussians_are_refused() {
-        let z = |v: f32| vec![v; 6];
-        let latents = vec![z(0.0), z(1.0), z(2.0), z(3.0)];
-        let labels = [0, 0, 1, 1];
+        let z = |v: f32| {
+            (0..6)
+                .map(|i| v * (i as f32 + 1.0).sin())
+                .collect::<Vec<f32>>()
+        };
+        let latents: Vec<Vec<f32>> = (0..8).map(|i| z(i as f32)).collect();
+        let labels = [0, 1, 0, 1, 0, 1, 0, 1];
         assert!(LatentGaussian::fit(&latents, &labels, 2, 2, 2).is_ok());
+        assert_eq!(
+            LatentGaussian::fit(&[], &[], 2, 2, 2),
+            Err(LatentError::Empty)
+        );
         assert!(matches!(
-            LatentGaussian::fit(&latents, &[0, 0, 1], 2, 2, 2),
+            LatentGaussian::fit(&latents, &labels[..7], 2, 2, 2),
             Err(LatentError::Labels { .. })
         ));
         assert!(matches!(
-            LatentGaussian::fit(&latents, &[0, 0, 1, 2], 2, 2, 2),
+            LatentGaussian::fit(&latents, &[0, 0, 1, 2, 0, 0, 1, 1], 2, 2, 2),
             Err(LatentError::Labels { .. })
         ));
         assert_eq!(
-            LatentGaussian::fit(&latents, &[0, 0, 0, 1], 2, 2, 2),
+            LatentGaussian::fit(&latents, &[0, 0, 0, 1, 0, 0, 0, 0], 2, 2, 2),
             Err(LatentError::FewImages { class: 1, count: 1 })
+        );
+        assert_eq!(
+            LatentGaussian::fit(&latents[..4], &labels[..4], 2, 2, 2),
+            Err(LatentError::TooFewImages {
+                images: 4,
+                rank: 2,
+                classes: 2
+            })
         );
         assert!(matches!(
             LatentGaussian::fit(&latents, &labels, 2, 2, 6),
@@ -691,6 +773,11 @@ mod tests {
             Err(LatentError::NonFinite { index: 3 })
         );
         let good = fitted();
+        // The batch form agrees with the one-latent form.
+        let mut rng = Normals(5);
+        let probes: Vec<Vec<f32>> = (0..4).map(|i| sample(&mut rng, i % 3)).collect();
+        let one: Vec<f64> = probes.iter().map(|z| good.statistic(z)).collect();
+        assert_eq!(good.statistics(&probes), one);
         assert!(good.check(4, 12, 4).is_err(), "another class count");
         assert!(good.check(3, 13, 4).is_err(), "another latent size");
         assert!(good.check(3, 12, 5).is_err(), "other class dimensions");
@@ -699,8 +786,23 @@ mod tests {
         let error = bad.check(3, 12, 4).unwrap_err();
         assert!(error.to_string().contains("component 1"), "{error}");
         let mut bad = good.clone();
-        bad.residual_variance = 0.0;
+        bad.components[2] = bad.components[1].clone();
+        let error = bad.check(3, 12, 4).unwrap_err();
+        assert!(error.to_string().contains("not orthogonal"), "{error}");
+        for variance in [0.0, 1e-320, 1e-30, f64::NAN] {
+            let mut bad = good.clone();
+            bad.residual_variance = variance;
+            assert!(bad.check(3, 12, 4).is_err(), "residual variance {variance}");
+        }
+        // A hostile class_dims neither overflows nor passes; an unchecked Gaussian with
+        // inconsistent shapes gives NaN, not a panic.
+        let mut bad = good.clone();
+        bad.class_dims = usize::MAX;
         assert!(bad.check(3, 12, 4).is_err());
+        assert!(bad.statistic(&[0.0; 12]).is_nan());
+        let mut bad = good.clone();
+        bad.variances.truncate(1);
+        assert!(bad.statistic(&[0.0; 12]).is_nan());
         let mut bad = good.clone();
         bad.variances.pop();
         assert!(bad.check(3, 12, 4).is_err());

@@ -86,7 +86,7 @@ pub enum OodCheckError {
     },
     /// The calibration scores are not one per image.
     #[error(
-        "calibration data of unequal lengths: {labels} labels, {marginal} marginals, {class_distances} distance rows, {log_posteriors} posterior rows, {complexity:?} complexities"
+        "calibration data of unequal lengths: {labels} labels, {marginal} marginals, {class_distances} distance rows, {log_posteriors} posterior rows, {complexity:?} complexities, {latent:?} latent statistics"
     )]
     Lengths {
         /// Labels.
@@ -99,6 +99,8 @@ pub enum OodCheckError {
         log_posteriors: usize,
         /// Complexity values, when given.
         complexity: Option<usize>,
+        /// Latent statistics, when given.
+        latent: Option<usize>,
     },
     /// The latent test is malformed: its Gaussian does not fit the model, its rate is
     /// not in (0, 1), or its threshold is not a finite number.
@@ -134,6 +136,11 @@ pub enum OodCheckError {
 /// −1.46); reaching 10⁴ would take a float32 flow's log-determinant near its overflow on
 /// every dimension.
 pub const MAX_LOG_DENSITY_PER_DIM: f64 = 1e4;
+
+/// The largest latent-test threshold an `ood.json` may name. The statistic is a squared
+/// Mahalanobis distance per dimension, about 1 for real images (the shipped model's
+/// threshold is 2.24); 10⁴ would let every input pass (a silently disabled check).
+pub const MAX_LATENT_THRESHOLD: f64 = 1e4;
 
 /// Reference statistics of in-distribution data for the typicality tests, stored as
 /// `ood.json` beside a model (`trustgc fit-ood` computes them).
@@ -281,7 +288,10 @@ impl OodStats {
 
     /// Checks the statistics against a model of `classes` classes: one threshold per
     /// class, `alpha` in (0, 1), `min_posterior` in (0, 1], finite thresholds `>= 0` and a
-    /// finite, ordered marginal range within ±[`MAX_LOG_DENSITY_PER_DIM`].
+    /// finite, ordered marginal range within ±[`MAX_LOG_DENSITY_PER_DIM`]; of the latent
+    /// test, only its rate, threshold and number of classes.
+    /// [`OodStats::check_model`] also checks its Gaussian's shapes against the model,
+    /// which the latent test needs before it is used.
     ///
     /// # Errors
     /// The first [`OodCheckError`] found, in that order.
@@ -334,9 +344,12 @@ impl OodStats {
         if let Some(test) = &self.latent {
             let what = if !(test.alpha > 0.0 && test.alpha < 1.0) {
                 Some(format!("its rate {} is not in (0, 1)", test.alpha))
-            } else if !(test.threshold.is_finite() && test.threshold >= 0.0) {
+            } else if !(test.threshold.is_finite()
+                && test.threshold >= 0.0
+                && test.threshold <= MAX_LATENT_THRESHOLD)
+            {
                 Some(format!(
-                    "its threshold {} is not a finite number >= 0",
+                    "its threshold {} is not a number in [0, {MAX_LATENT_THRESHOLD}] (a larger one would let every input pass)",
                     test.threshold
                 ))
             } else if test.gaussian.class_means.len() != classes {
@@ -370,7 +383,10 @@ impl OodStats {
             test.gaussian
                 .check(classes, dims, class_dims)
                 .map_err(|e| OodCheckError::Latent {
-                    what: e.to_string(),
+                    what: match e {
+                        LatentError::Malformed { what } => format!("its Gaussian: {what}"),
+                        other => other.to_string(),
+                    },
                 })?;
         }
         Ok(())
@@ -411,6 +427,7 @@ impl OodStats {
                 class_distances: data.class_distances.len(),
                 log_posteriors: data.log_posteriors.len(),
                 complexity: data.complexity.map(<[f64]>::len),
+                latent: data.latent.map(<[f64]>::len),
             });
         }
         let alpha = settings.alpha;
