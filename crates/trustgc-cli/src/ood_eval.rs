@@ -62,7 +62,8 @@ pub struct OodEvalArgs {
     pub device: Option<String>,
 }
 
-fn parse_named(text: &str) -> Result<(String, PathBuf), String> {
+/// A `NAME=PATH` value of `--ood` (shared with `trust-report`).
+pub(crate) fn parse_named(text: &str) -> Result<(String, PathBuf), String> {
     let (name, path) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}`: give NAME=PATH"))?;

@@ -46,7 +46,7 @@ pub struct TrustReportArgs {
     pub attack_limit: Option<usize>,
     /// Out-of-distribution sets, `NAME=PATH` (an IDX file or folder, or a folder of
     /// images); repeatable.
-    #[arg(long = "ood", value_parser = parse_named)]
+    #[arg(long = "ood", value_parser = crate::ood_eval::parse_named)]
     pub ood: Vec<(String, PathBuf)>,
     // `std::vec::Vec`: one value holding the whole list, which clap's derive would
     // otherwise read as a repeated `f64` argument.
@@ -68,16 +68,6 @@ pub struct TrustReportArgs {
     /// `cpu`, `wgpu`, `wgpu:N` or `cuda:N` (default: $BURN_DEVICE, else cpu).
     #[arg(long)]
     pub device: Option<String>,
-}
-
-fn parse_named(text: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) = text
-        .split_once('=')
-        .ok_or_else(|| format!("`{text}`: give NAME=PATH"))?;
-    if name.is_empty() || path.is_empty() {
-        return Err(format!("`{text}`: give NAME=PATH, both non-empty"));
-    }
-    Ok((name.to_string(), PathBuf::from(path)))
 }
 
 /// One OoD set's detection numbers.

@@ -246,6 +246,8 @@ pub struct Classifier<B: Backend> {
     norms: ClassNorms<B>,
     log_prior: Option<Vec<f64>>,
     ood: Option<OodStats>,
+    /// The latent test's per-class constants, computed when `ood` is attached.
+    latent_projections: Option<crate::ood::latent::LatentProjections>,
     temperature: Option<TemperatureScaling>,
     class_names: Arc<Vec<String>>,
     device: B::Device,
@@ -270,6 +272,7 @@ impl<B: Backend> Classifier<B> {
             norms,
             log_prior: None,
             ood: None,
+            latent_projections: None,
             temperature: None,
             class_names,
             device: device.clone(),
@@ -288,6 +291,12 @@ impl<B: Backend> Classifier<B> {
             self.config.total_dims(),
             self.config.n_loss_dims,
         )?;
+        // The latent statistic's per-class constants, once (check_model has checked the
+        // shapes they need).
+        self.latent_projections = ood
+            .latent
+            .as_ref()
+            .and_then(|test| test.gaussian.projections());
         self.ood = Some(ood);
         Ok(self)
     }
@@ -588,14 +597,21 @@ impl<B: Backend> Classifier<B> {
             (z_norm + self.norms.fc.clone().unsqueeze_dim(0) - cross.mul_scalar(2.0))
                 .div_scalar(n_loss),
         )?;
-        let latent_distances: Option<Vec<f64>> =
-            match self.ood.as_ref().and_then(|o| o.latent.as_ref()) {
-                Some(test) => {
-                    let latents = latents_of(&out.z_fc, &out.z_conv)?;
-                    Some(test.gaussian.statistics(&latents))
-                }
-                None => None,
-            };
+        let latent_test = self.ood.as_ref().and_then(|o| o.latent.as_ref());
+        let latent_distances: Option<Vec<f64>> = match (latent_test, &self.latent_projections) {
+            (Some(test), Some(projections)) => {
+                let latents = latents_of(&out.z_fc, &out.z_conv)?;
+                Some(
+                    latents
+                        .iter()
+                        .map(|z| projections.statistic(&test.gaussian, z))
+                        .collect(),
+                )
+            }
+            // Unreachable after check_model; NaN fails the test rather than skipping it.
+            (Some(_), None) => Some(vec![f64::NAN; batch]),
+            (None, _) => None,
+        };
         let d = self.config.total_dims() as f64;
         let bits_offset = self
             .config

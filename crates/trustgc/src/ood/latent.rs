@@ -341,7 +341,7 @@ impl LatentGaussian {
     /// those). For many latents, [`LatentGaussian::statistics`] computes the parts that
     /// do not depend on `z` once.
     pub fn statistic(&self, z: &[f32]) -> f64 {
-        match self.prepared() {
+        match self.projections() {
             Some(prepared) => prepared.statistic(self, z),
             None => f64::NAN,
         }
@@ -349,7 +349,7 @@ impl LatentGaussian {
 
     /// [`LatentGaussian::statistic`] of each latent.
     pub fn statistics(&self, latents: &[Vec<f32>]) -> Vec<f64> {
-        match self.prepared() {
+        match self.projections() {
             Some(prepared) => latents
                 .iter()
                 .map(|z| prepared.statistic(self, z))
@@ -359,8 +359,8 @@ impl LatentGaussian {
     }
 
     /// The parts of the statistic that do not depend on the input; `None` when the shapes
-    /// are inconsistent.
-    fn prepared(&self) -> Option<Prepared> {
+    /// are inconsistent. A classifier computes them once, when its statistics are attached.
+    pub(crate) fn projections(&self) -> Option<LatentProjections> {
         let d = self.dims();
         let l = self.class_dims;
         let consistent = l <= d
@@ -386,17 +386,20 @@ impl LatentGaussian {
                     .collect()
             })
             .collect();
-        Some(Prepared { mean_proj })
+        Some(LatentProjections { mean_proj })
     }
 }
 
-/// [`LatentGaussian::statistic`]'s constants: `v_j·m_y` per class `y` and component `j`.
-struct Prepared {
+/// [`LatentGaussian::statistic`]'s constants: `v_j·m_y` per class `y` and component `j`,
+/// for the Gaussian they were computed from.
+#[derive(Clone, Debug)]
+pub(crate) struct LatentProjections {
     mean_proj: Vec<Vec<f64>>,
 }
 
-impl Prepared {
-    fn statistic(&self, gaussian: &LatentGaussian, z: &[f32]) -> f64 {
+impl LatentProjections {
+    /// The statistic of `z` under `gaussian`, the Gaussian these projections are of.
+    pub(crate) fn statistic(&self, gaussian: &LatentGaussian, z: &[f32]) -> f64 {
         let d = gaussian.dims();
         if z.len() != d {
             return f64::NAN;
